@@ -1,0 +1,9 @@
+"""Faithful local FaceDub and DubLab APIs plus an S3-like upload host (DESIGN §9).
+
+Written from the two API documents alone; it imports nothing of the client.
+"""
+
+from .common import SandboxConfig
+from .server import SERVICES, Sandbox, run
+
+__all__ = ["SERVICES", "Sandbox", "SandboxConfig", "run"]
