@@ -1,0 +1,125 @@
+"""The command line (DESIGN §3): ``ugcwatchd [-c RULES] [--debug] COMMAND``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .errors import ExitCode, MissingExtraError, UgcwatchdError, UsageError, map_os_errors
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65533:
+        raise argparse.ArgumentTypeError(f"{text} is not a port from 0 to 65533 (three consecutive ports are used)")
+    return value
+
+
+def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "sandbox",
+        help="serve local FaceDub, DubLab and upload APIs",
+        description="Serve faithful local FaceDub (PORT), DubLab (PORT+1) and upload (PORT+2) APIs until "
+        "SIGINT/SIGTERM. With --port 0 each service takes a free port; the printed lines say which.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument(
+        "--port", type=_port, default=8787, help="FaceDub's port; DubLab and uploads use the next two (default: 8787)"
+    )
+    p.add_argument("--job-seconds", type=_positive, default=8.0, help="how long a job takes to finish (default: 8)")
+    p.add_argument(
+        "--facedub-key",
+        action="append",
+        metavar="KEY",
+        help="a FaceDub API key (fdb_…); repeat for more users (default: fdb_sandbox)",
+    )
+    p.add_argument(
+        "--dublab-key",
+        action="append",
+        metavar="KEY",
+        help="a DubLab API key; repeat for more users (default: dl_sandbox)",
+    )
+    p.add_argument("--facedub-credits", type=int, default=150, help="each FaceDub user's credits_limit (default: 150)")
+    p.add_argument(
+        "--dublab-seconds", type=int, default=3600, help="each DubLab user's seconds balance (default: 3600)"
+    )
+    p.add_argument(
+        "--fail-rate", type=_fraction, default=0.0, help="share of API requests answered 500/502/dropped (default: 0)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed for --fail-rate, for repeatable runs")
+    p.add_argument(
+        "--upload-expires", type=int, default=900, help="lifetime of presigned upload URLs in seconds (default: 900)"
+    )
+    p.set_defaults(handler=_cmd_sandbox)
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    try:
+        from .sandbox import SandboxConfig, run
+    except ImportError:
+        raise MissingExtraError("sandbox", "the sandbox") from None
+    facedub_keys = args.facedub_key or ["fdb_sandbox"]
+    bad = [k for k in facedub_keys if not k.startswith("fdb_")]
+    if bad:
+        raise UsageError("every --facedub-key must start with fdb_, as FaceDub's keys do")
+    config = SandboxConfig(
+        host=args.host,
+        port=args.port,
+        job_seconds=args.job_seconds,
+        facedub_keys=facedub_keys,
+        dublab_keys=args.dublab_key or ["dl_sandbox"],
+        facedub_credits=args.facedub_credits,
+        dublab_seconds=args.dublab_seconds,
+        fail_rate=args.fail_rate,
+        seed=args.seed,
+        upload_expires=args.upload_expires,
+    )
+    with map_os_errors(f"listen on {args.host}:{args.port}"):
+        run(config, announce=lambda line: print(line, flush=True))
+    return ExitCode.OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ugcwatchd", description="Watched folders in, paid AI-video jobs out.")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="RULES",
+        help="the rules file (default: $UGCWATCHD_CONFIG, then /etc/ugcwatchd/rules.yaml)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_sandbox(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except UgcwatchdError as exc:
+        if args.debug:
+            raise
+        print(f"ugcwatchd: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return ExitCode.OK
