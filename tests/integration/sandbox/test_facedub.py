@@ -431,3 +431,14 @@ def test_facedub_concurrent_submissions_never_exceed_two_running(
     for t in threads:
         t.join()
     assert sorted(answers) == [200, 200] + [429] * 6
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [("multipart/form-data; boundary=xyz", b"--xyz\r\ngarbage"), ("multipart/form-data", b"no boundary at all")],
+)
+def test_facedub_malformed_multipart_answers_400_json(sandbox: Sandbox, content_type: str, body: bytes) -> None:
+    with facedub(sandbox) as fd:
+        r = fd.post("/jobs", headers={"Content-Type": content_type}, content=body)
+    assert r.status_code == 400
+    assert r.json()["error"]
