@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -37,6 +38,33 @@ class UsageError(UgcwatchdError):
 
 class ConfigError(UgcwatchdError):
     exit_code = ExitCode.CONFIG
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a configuration, located as precisely as we can."""
+
+    file: str
+    line: int | None  # 1-based
+    column: int | None  # 1-based
+    path: str  # e.g. ``rules[1].dublab.to[0]``; empty for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found in a configuration, reported together."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0, p.path))
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        super().__init__(f"{len(self.problems)} configuration {noun}:\n" + "\n".join(map(str, self.problems)))
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class MissingExtraError(UgcwatchdError):

@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope
 
+from ..languages import LANGUAGES
 from .common import RequestStats, SandboxConfig, error, json_body
-from .langs import LANGUAGES
 from .media import probe_duration
 from .uploads import UploadSigner
 

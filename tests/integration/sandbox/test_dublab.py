@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from tests.support import ManualClock
+from ugcwatchd.languages import LANGUAGES
 from ugcwatchd.sandbox import Sandbox
-from ugcwatchd.sandbox.langs import LANGUAGES
 
 from .conftest import DL_KEY, DL_KEY2, dublab
 

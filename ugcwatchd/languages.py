@@ -1,4 +1,8 @@
-"""DubLab's supported languages, as its document lists them (served at ``GET /api/langs``)."""
+"""DubLab's supported languages, transcribed from its document (seeds/001).
+
+Data, not logic: the sandbox serves it at ``GET /api/langs`` and the rules checker uses it when it
+cannot ask the provider (``check --offline``). Online, the provider's own list is authoritative.
+"""
 
 LANGUAGES: dict[str, str] = {
     "en": "English",

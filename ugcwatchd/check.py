@@ -1,0 +1,144 @@
+"""``ugcwatchd check``: validate the rules and the folders, show what the daemon would watch."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import Problem
+from .rules import Config, DubLabAction, FaceDubAction, Inbox, ResolvedRule
+from .settings import ApiKey, Provider, Settings, api_key
+
+
+@dataclass
+class Report:
+    """What ``check`` found: lines to show, warnings, and problems that make it fail."""
+
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _seconds(value: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if value >= size and value % size == 0:
+            return f"{int(value // size)}{unit}"
+    return f"{value:g}s"
+
+
+def folder_problem(path: Path, *, write: bool, purpose: str) -> str | None:
+    """Why ``path`` cannot serve as a folder we read (and, with ``write``, change), or None."""
+    if not path.exists():
+        return f"{path} does not exist (create it, or mount the share it lives on)"
+    if not path.is_dir():
+        return f"{path} is not a folder"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return f"{path} is not readable by {_user()}"
+    if write and not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable by {_user()}, which it must be {purpose}"
+    return None
+
+
+def creatable_problem(path: Path, purpose: str) -> str | None:
+    """Why ``path`` can neither be used nor created when first needed, or None."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe == path:
+        return folder_problem(path, write=True, purpose=purpose)
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        return f"{path} does not exist and cannot be created: {probe} is not a writable folder for {_user()}"
+    return None
+
+
+def _check_inbox(config: Config, inbox: Inbox, report: Report) -> None:
+    rule = inbox.rule
+    moves = rule.behaviour.on_success != "keep" or rule.behaviour.on_failure != "keep"
+    checks: list[tuple[str, Callable[[], str | None]]] = [
+        ("inbox", lambda: folder_problem(inbox.path, write=moves, purpose="to move inputs out after their outcome")),
+        ("outbox", lambda: folder_problem(inbox.outbox, write=True, purpose="to write results and sidecars")),
+    ]
+    if rule.behaviour.on_success == "archive":
+        checks.append(("archive_dir", lambda: creatable_problem(inbox.archive_dir, "to archive inputs")))
+    if rule.behaviour.on_failure == "move":
+        checks.append(("failed_dir", lambda: creatable_problem(inbox.failed_dir, "to keep failed inputs")))
+    for key, check in checks:
+        message = check()
+        if message is not None:
+            report.problems.append(config.problem(rule.key_path(key), message))
+
+
+def _describe_action(rule: ResolvedRule) -> str:
+    action = rule.action
+    if isinstance(action, FaceDubAction):
+        text = f"facedub: pair_by {action.pair_by}, duration {action.duration}"
+        if action.pair_by == "folder":
+            text += f", at most {action.max_jobs_per_folder} jobs a folder" + (
+                f", done_marker {action.done_marker}" if action.done_marker else ""
+            )
+        else:
+            text += f", pair_timeout {_seconds(action.pair_timeout)}"
+        return text
+    assert isinstance(action, DubLabAction)
+    quality = ", studio quality" if action.studio_quality else ""
+    return f"dublab: {action.from_} -> {', '.join(action.to)}{quality}"
+
+
+def _describe_rule(rule: ResolvedRule, inboxes: list[Inbox], report: Report) -> None:
+    b = rule.behaviour
+    report.lines.append(f"rule {rule.name!r} (rules[{rule.index}]): {_describe_action(rule)}")
+    report.lines.append(f"  inbox pattern {rule.pattern}, matching {', '.join(rule.match)}")
+    report.lines.append(
+        f"  stable_after {_seconds(b.stable_after)}, watch_mode {b.watch_mode}, "
+        f"rescan_every {_seconds(b.rescan_every)}, "
+        f"recursive {'yes' if b.recursive else 'no'}, on_success {b.on_success}, on_failure {b.on_failure}, "
+        f"reprocess_duplicates {'yes' if b.reprocess_duplicates else 'no'}"
+    )
+    if rule.is_glob and not inboxes:
+        report.warnings.append(
+            f"rule {rule.name!r}: no folder matches {rule.pattern} yet (new matches are picked up while running)"
+        )
+    for inbox in inboxes:
+        report.lines.append(f"  inbox   {inbox.path}")
+        report.lines.append(f"    outbox  {inbox.outbox}")
+        if b.on_success == "archive":
+            report.lines.append(f"    archive {inbox.archive_dir}")
+        if b.on_failure == "move":
+            report.lines.append(f"    failed  {inbox.failed_dir}")
+
+
+def provider_keys(config: Config, settings: Settings) -> dict[Provider, ApiKey]:
+    """The key of each provider that some rule uses."""
+    used = sorted({rule.provider for rule in config.rules})
+    return {p: api_key(p, getattr(config.providers, p).api_key, settings) for p in used}
+
+
+def check_offline(config: Config, settings: Settings) -> Report:
+    """Everything ``check --offline`` verifies: rules, folders and whether keys are configured."""
+    report = Report()
+    report.lines.append(f"rules file {config.file}: {len(config.rules)} rule{'s' if len(config.rules) != 1 else ''}")
+    for rule in config.rules:
+        inboxes = rule.inboxes()
+        _describe_rule(rule, inboxes, report)
+        for inbox in inboxes:
+            _check_inbox(config, inbox, report)
+    for provider, key in provider_keys(config, settings).items():
+        p = getattr(config.providers, provider)
+        key_text = f"key from {key.origin}" if key.present else "no key"
+        report.lines.append(f"provider {provider}: {p.base_url}, {key_text}, poll every {_seconds(p.poll_every)}")
+        if not key.present:
+            report.warnings.append(
+                f"no {provider} API key: set UGCWATCHD_{provider.upper()}_API_KEY, providers.{provider}.api_key, "
+                f"or the systemd credential {provider}_api_key (the daemon will not start without it)"
+            )
+    return report
