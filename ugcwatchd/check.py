@@ -8,7 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import Problem
+import httpx
+
+from .errors import AuthRejected, Problem, RateLimited, Transient, UgcwatchdError
+from .providers.dublab import DubLabClient
+from .providers.facedub import FaceDubClient
 from .rules import Config, DubLabAction, FaceDubAction, Inbox, ResolvedRule
 from .settings import ApiKey, Provider, Settings, api_key
 
@@ -142,3 +146,51 @@ def check_offline(config: Config, settings: Settings) -> Report:
                 f"or the systemd credential {provider}_api_key (the daemon will not start without it)"
             )
     return report
+
+
+async def check_online(
+    config: Config, settings: Settings, report: Report, *, transport: httpx.AsyncBaseTransport | None = None
+) -> None:
+    """Verify each used provider's key and show its credits; check languages against the live list."""
+    for provider, key in provider_keys(config, settings).items():
+        where = ("providers", provider, "api_key")
+        if key.value is None or not key.present:
+            report.problems.append(config.problem(where, f"no {provider} API key, so it cannot be verified"))
+            continue
+        base_url = getattr(config.providers, provider).base_url
+        try:
+            if provider == "facedub":
+                async with FaceDubClient(base_url, key.value, transport=transport) as fd:
+                    usage = await fd.usage()
+                report.lines.append(
+                    f"facedub: key accepted; plan {usage.plan}, {usage.credits_remaining} of "
+                    f"{usage.credits_limit + usage.bonus_credits} credits left"
+                )
+            else:
+                async with DubLabClient(base_url, key.value, transport=transport) as dl:
+                    me = await dl.me()
+                    live = {lang.code for lang in await dl.langs()}
+                plan = (
+                    f"plan {me.subscriptionPlan}, {me.subscriptionStatus}" if me.subscriptionPlan else "no subscription"
+                )
+                report.lines.append(f"dublab: key accepted; {plan}, {me.seconds} seconds of credit left")
+                _check_live_languages(config, live, report)
+        except AuthRejected as exc:
+            report.problems.append(
+                config.problem(
+                    where, f"the {provider} key from {key.origin} was refused ({exc.status}): {exc.provider_error}"
+                )
+            )
+        except (Transient, RateLimited) as exc:
+            raise UgcwatchdError(
+                f"cannot verify the {provider} key: {exc}", remedy="check the network, or use --offline"
+            ) from None
+
+
+def _check_live_languages(config: Config, live: set[str], report: Report) -> None:
+    for rule in config.rules:
+        if isinstance(rule.action, DubLabAction):
+            for n, code in enumerate(rule.action.to):
+                if code not in live:
+                    path = ("rules", rule.index, "dublab", "to", n)
+                    report.problems.append(config.problem(path, f"{code!r} is not in DubLab's current language list"))

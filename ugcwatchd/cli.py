@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Callable, Sequence
 
 from . import __version__
-from .errors import ExitCode, MissingExtraError, UgcwatchdError, UsageError, map_os_errors
+from .errors import ConfigProblems, ExitCode, MissingExtraError, UgcwatchdError, UsageError, map_os_errors
 
 
 def _fraction(text: str) -> float:
@@ -95,6 +96,37 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "check",
+        help="validate the rules file and the folders, and verify the API keys",
+        description="Validate the rules file and every folder it names, print what the daemon would watch, "
+        "and (unless --offline) verify each provider's API key and show its credits. Exits 78 on any problem.",
+    )
+    p.add_argument("--offline", action="store_true", help="do not contact the providers")
+    p.set_defaults(handler=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_offline, check_online
+    from .rules import load_rules
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    config = load_rules(settings.rules_path(args.config))
+    report = check_offline(config, settings)
+    if not args.offline:
+        asyncio.run(check_online(config, settings, report))
+    for line in report.lines:
+        print(line)
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    if report.problems:
+        raise ConfigProblems(report.problems)
+    print("ok: no problems found")
+    return ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ugcwatchd", description="Watched folders in, paid AI-video jobs out.")
     parser.add_argument(
@@ -106,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_check(commands)
     _add_sandbox(commands)
     return parser
 

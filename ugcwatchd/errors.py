@@ -77,6 +77,72 @@ class MissingExtraError(UgcwatchdError):
         )
 
 
+class ProviderError(UgcwatchdError):
+    """A provider's answer (or its absence), classified for the daemon to act on (DESIGN §7.1).
+
+    ``message`` is one sentence for a person; ``provider_error`` keeps the provider's own words.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        provider_error: str | None = None,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+        remedy: str | None = None,
+    ) -> None:
+        super().__init__(message, remedy=remedy)
+        self.provider = provider
+        self.status = status
+        self.provider_error = provider_error
+        self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
+
+
+class Rejected(ProviderError):
+    """400 or a validation error: the job fails with the provider's message."""
+
+
+class AuthRejected(ProviderError):
+    """401/403 for the account: the provider is paused, nothing fails."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class Forbidden(ProviderError):
+    """403 about one resource (DubLab: the file belongs to another user)."""
+
+
+class OutOfCredits(ProviderError):
+    """402, or too few credits for the estimate: work is held until credits return."""
+
+
+class NotFound(ProviderError):
+    """404: the job or file does not exist, or is not ours."""
+
+
+class Conflict(ProviderError):
+    """409: DubLab says the dub already started."""
+
+
+class NotUploaded(ProviderError):
+    """412: DubLab has no upload for the file yet."""
+
+
+class RateLimited(ProviderError):
+    """429: wait ``retry_after`` seconds (on FaceDub's POST /jobs it may mean no free job slot)."""
+
+
+class Transient(ProviderError):
+    """5xx, timeouts, connection errors: retry with backoff.
+
+    With ``outcome_unknown`` the request may have taken effect: reconcile before sending it again.
+    """
+
+
 @contextmanager
 def map_os_errors(what: str) -> Iterator[None]:
     """Turn an OSError while doing ``what`` into one of ours, without the library traceback."""

@@ -436,7 +436,7 @@ def find_overlaps(config: Config, inboxes: list[Inbox]) -> list[Problem]:
             owner, kind = outputs[a.path]
             problems.append(
                 config.problem(
-                    where, f"{a.path} is rule {owner!r}'s {kind}; the daemon never takes its own output as input"
+                    where, f"{a.path} is the {kind} of rule {owner!r}; the daemon never takes its own output as input"
                 )
             )
         for b in inboxes[n + 1 :]:

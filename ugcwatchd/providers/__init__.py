@@ -1,0 +1,1 @@
+"""Provider clients: FaceDub and DubLab behind one small interface (DESIGN §7)."""

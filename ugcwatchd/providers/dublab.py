@@ -1,0 +1,162 @@
+"""The DubLab API (seeds/001): every documented endpoint, typed, plus the presigned upload."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from ..errors import RateLimited, Transient
+from .http import backoff, make_client, map_transport_errors, raise_for_answer
+from .transfer import download, put_file
+
+PROVIDER = "dublab"
+UPLOADING, IN_QUEUE, PROCESSING, FAILED, COMPLETED = 1, 2, 3, 4, 5
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Me(_Answer):
+    id: str
+    email: str | None = None
+    seconds: int
+    subscriptionStatus: str | None = None  # noqa: N815 - the API's field names
+    subscriptionPlan: str | None = None  # noqa: N815
+
+
+class Dub(_Answer):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str
+    name: str
+    type: str | None = None
+    sourceLang: str | None = None  # noqa: N815
+    destLang: str | None = None  # noqa: N815
+    externalStatusId: int  # noqa: N815
+    progressPercentage: int | float | None = None  # noqa: N815
+    externalErrorMessage: str | None = None  # noqa: N815
+    duration: float | None = None
+    measuredDuration: float | None = None  # noqa: N815
+    isStudioQuality: bool = False  # noqa: N815
+    createdAt: str | None = None  # noqa: N815
+
+    @property
+    def done(self) -> bool:
+        return self.externalStatusId in (FAILED, COMPLETED)
+
+    @property
+    def output_url(self) -> str | None:
+        """A result URL, if the record carries one: the document names none (DESIGN §7.3)."""
+        for key, value in (self.model_extra or {}).items():
+            if key.lower().endswith("url") and isinstance(value, str) and value.startswith(("https://", "http://")):
+                return value
+        return None
+
+
+class FileRecord(_Answer):
+    id: str
+    name: str
+    externalStatusId: int = UPLOADING  # noqa: N815
+
+
+class InitDub(_Answer):
+    file: FileRecord
+    uploadUrl: str  # noqa: N815
+
+
+class Language(_Answer):
+    code: str
+    name: str
+
+
+class DubLabClient:
+    """Async client for one DubLab account. Uploads go through a separate, credential-free client."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        get_attempts: int = 3,
+    ) -> None:
+        self._api = make_client(base_url, headers={"apikey": api_key.get_secret_value()}, transport=transport)
+        # The presigned URL is another host: the apikey header must never reach it (DESIGN §7.3).
+        self._bare = make_client(transport=transport)
+        self.get_attempts = get_attempts
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
+        await self._bare.aclose()
+
+    async def __aenter__(self) -> DubLabClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, method: str, path: str, *, mutating: bool = False, **kw: Any) -> httpx.Response:
+        with map_transport_errors(PROVIDER, mutating=mutating):
+            response = await self._api.request(method, path, **kw)
+        raise_for_answer(PROVIDER, response, mutating=mutating)
+        return response
+
+    async def _get(self, path: str) -> Any:
+        for attempt in range(1, self.get_attempts + 1):
+            try:
+                return (await self._send("GET", path)).json()
+            except (Transient, RateLimited) as exc:
+                if attempt == self.get_attempts:
+                    raise
+                wait = (
+                    exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else backoff(attempt, 0.5, 5.0)
+                )
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")
+
+    async def me(self) -> Me:
+        return Me.model_validate(await self._get("/api/v1/me"))
+
+    async def dubs(self) -> list[Dub]:
+        """``GET /api/v1/dubs``: every file record, in one call."""
+        return [Dub.model_validate(d) for d in await self._get("/api/v1/dubs")]
+
+    async def langs(self) -> list[Language]:
+        return [Language.model_validate(lang) for lang in await self._get("/api/langs")]
+
+    async def init_dub(
+        self,
+        *,
+        file_type: str,
+        name: str,
+        source_lang: str,
+        dest_lang: str,
+        duration: float | None = None,
+        studio_quality: bool = False,
+    ) -> InitDub:
+        """``POST /api/v1/init-dub``: a file record and its presigned upload URL (not yet paid)."""
+        body: dict[str, Any] = {"fileType": file_type, "name": name, "source_lang": source_lang, "dest_lang": dest_lang}
+        if duration is not None:
+            body["duration"] = duration
+        body["isStudioQuality"] = studio_quality
+        response = await self._send("POST", "/api/v1/init-dub", mutating=True, json=body)
+        return InitDub.model_validate(response.json())
+
+    async def upload(self, upload_url: str, path: Path, content_type: str) -> None:
+        """PUT the file to the presigned URL with exactly the Content-Type given to init-dub."""
+        await put_file(self._bare, PROVIDER, upload_url, path, content_type)
+
+    async def start_dub(self, file_id: str) -> None:
+        """``POST /api/v1/start-dub``: starts the paid pipeline (409 if it already started)."""
+        await self._send("POST", "/api/v1/start-dub", mutating=True, json={"fileId": file_id})
+
+    async def download_output(self, dub: Dub, target: Path) -> int:
+        url = dub.output_url
+        if url is None:
+            raise ValueError(f"dub {dub.id} carries no URL")
+        return await download(self._bare, PROVIDER, url, target)

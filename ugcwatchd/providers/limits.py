@@ -1,0 +1,50 @@
+"""Client-side limits that mirror the providers' documented ones (DESIGN §7.2).
+
+The daemon waits instead of being refused: a sliding one-minute window per endpoint class, and
+FaceDub's job slots. A 429 that comes anyway is honoured through its ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+# The server stamps a request a little after we do; waiting this much longer keeps us inside its window.
+SAFETY_MARGIN = 0.25
+
+
+class RateWindows:
+    """Sliding one-minute windows, one per endpoint class: ``await acquire("POST /jobs")``."""
+
+    def __init__(self, per_minute: Mapping[str, int]) -> None:
+        self._items = {name: RateLimitItemPerMinute(n) for name, n in per_minute.items()}
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._lock = asyncio.Lock()
+        self.waited = 0.0  # total seconds spent waiting for a window, for metrics and benchmarks
+
+    async def acquire(self, endpoint_class: str) -> None:
+        """Wait until one more request of ``endpoint_class`` fits in its window, and count it."""
+        item = self._items.get(endpoint_class)
+        if item is None:
+            return
+        # One waiter at a time per client keeps the order of requests fair (FIFO on the lock).
+        async with self._lock:
+            while not await self._limiter.hit(item, endpoint_class):
+                stats = await self._limiter.get_window_stats(item, endpoint_class)
+                pause = max(0.01, stats.reset_time - time.time()) + SAFETY_MARGIN
+                self.waited += pause
+                await asyncio.sleep(pause)
+
+    async def hold_off(self, endpoint_class: str, seconds: float) -> None:
+        """Block the class for ``seconds`` (after a 429's Retry-After) by filling its window."""
+        item = self._items.get(endpoint_class)
+        if item is None:
+            return
+        async with self._lock:
+            self.waited += seconds
+            await asyncio.sleep(seconds)

@@ -1,0 +1,163 @@
+"""Streaming uploads and downloads (DESIGN §7.3): memory does not grow with file size.
+
+File reads and writes run in worker threads, so a slow share cannot stall the event loop; bodies
+have an exact ``Content-Length`` (never chunked); a file that changes size while it is being sent
+aborts the upload rather than sending half of it; downloads land in a temporary file beside their
+target, are checked against ``Content-Length``, fsync'd and renamed into place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+
+from ..errors import Rejected, Transient
+from .http import _safe_url, check_fetchable, map_transport_errors, raise_for_answer
+
+CHUNK = 1024 * 1024
+
+
+class FileChanged(Rejected):
+    """The file's size changed while it was being read: it was not complete after all."""
+
+
+def content_type_of(path: Path) -> str:
+    """The MIME type for ``path``: sniffed for photos, by extension for media."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    guessed, _ = mimetypes.guess_type(path.name)
+    return guessed or "application/octet-stream"
+
+
+async def file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+    """Exactly ``size`` bytes of ``path``, read in a worker thread a chunk at a time."""
+    f: BinaryIO = await asyncio.to_thread(path.open, "rb")
+    try:
+        left = size
+        while left > 0:
+            chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
+            if not chunk:
+                raise FileChanged(
+                    "upload", f"{path.name} shrank while it was being sent; it will be tried again when stable"
+                )
+            left -= len(chunk)
+            yield chunk
+        if await asyncio.to_thread(f.read, 1):
+            raise FileChanged("upload", f"{path.name} grew while it was being sent; it will be tried again when stable")
+    finally:
+        await asyncio.to_thread(f.close)
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """One file field of a multipart form."""
+
+    field: str
+    path: Path
+    content_type: str
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+
+
+def multipart(fields: dict[str, str], files: list[FilePart]) -> tuple[AsyncIterator[bytes], dict[str, str]]:
+    """A streamed ``multipart/form-data`` body and its headers (with an exact Content-Length)."""
+    boundary = secrets.token_hex(16)
+    heads: list[bytes] = []
+    for name, value in fields.items():
+        heads.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n\r\n{value}\r\n'.encode()
+        )
+    parts: list[tuple[bytes, FilePart, int]] = []
+    for part in files:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(part.field)}"; '
+            f'filename="{_quote(part.path.name)}"\r\nContent-Type: {part.content_type}\r\n\r\n'
+        ).encode()
+        parts.append((head, part, part.path.stat().st_size))
+    tail = f"--{boundary}--\r\n".encode()
+    length = sum(map(len, heads)) + sum(len(h) + size + 2 for h, _, size in parts) + len(tail)
+
+    async def body() -> AsyncIterator[bytes]:
+        for head in heads:
+            yield head
+        for head, part, size in parts:
+            yield head
+            async for chunk in file_chunks(part.path, size):
+                yield chunk
+            yield b"\r\n"
+        yield tail
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(length)}
+    return body(), headers
+
+
+async def put_file(client: httpx.AsyncClient, provider: str, url: str, path: Path, content_type: str) -> None:
+    """PUT ``path`` to a presigned URL: exact Content-Type and Content-Length, no credentials.
+
+    ``client`` must be a bare client: the URL is another host, and an API key must never go there.
+    """
+    size = (await asyncio.to_thread(path.stat)).st_size
+    headers = {"Content-Type": content_type, "Content-Length": str(size)}
+    with map_transport_errors(provider, mutating=False):
+        # An upload can simply be repeated: it is not a paid action, so its outcome is never "unknown".
+        response = await client.put(url, content=file_chunks(path, size), headers=headers)
+    if response.status_code >= 400:
+        raise_for_answer(provider, response, mutating=False)
+
+
+async def download(client: httpx.AsyncClient, provider: str, url: str, target: Path) -> int:
+    """Stream ``url`` into ``target`` atomically; the number of bytes written."""
+    check_fetchable(url)
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    try:
+        with map_transport_errors(provider, mutating=False):
+            # identity: the bytes on disk must be the bytes Content-Length counts, never a gzip of them.
+            async with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
+                raise_for_answer(provider, response, mutating=False)
+                expected = response.headers.get("content-length")
+                written = await _write_stream(response, temp)
+        if expected is not None and expected.isdigit() and int(expected) != written:
+            raise Transient(provider, f"download of {_safe_url(url)} ended after {written} of {expected} bytes")
+        await asyncio.to_thread(_fsync_rename, temp, target)
+        return written
+    finally:
+        await asyncio.to_thread(temp.unlink, missing_ok=True)
+
+
+async def _write_stream(response: httpx.Response, temp: Path) -> int:
+    f: BinaryIO = await asyncio.to_thread(temp.open, "wb")
+    written = 0
+    try:
+        async for chunk in response.aiter_raw(CHUNK):
+            await asyncio.to_thread(f.write, chunk)
+            written += len(chunk)
+        await asyncio.to_thread(f.flush)
+        await asyncio.to_thread(os.fsync, f.fileno())
+    finally:
+        await asyncio.to_thread(f.close)
+    return written
+
+
+def _fsync_rename(temp: Path, target: Path) -> None:
+    os.replace(temp, target)
+    fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)  # the rename itself must survive a crash
+    finally:
+        os.close(fd)
