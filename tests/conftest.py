@@ -57,3 +57,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
     (root / "truncated.mp4").write_bytes(whole[: len(whole) // 3])
     files["truncated.mp4"] = root / "truncated.mp4"
     yield files
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio, like the daemon."""
+    return "asyncio"

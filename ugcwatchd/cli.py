@@ -67,6 +67,12 @@ def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--upload-expires", type=int, default=900, help="lifetime of presigned upload URLs in seconds (default: 900)"
     )
+    p.add_argument(
+        "--rate-window",
+        type=_positive,
+        default=60.0,
+        help="length in seconds of FaceDub's sliding rate-limit windows (default: 60, as documented)",
+    )
     p.set_defaults(handler=_cmd_sandbox)
 
 
@@ -90,6 +96,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         fail_rate=args.fail_rate,
         seed=args.seed,
         upload_expires=args.upload_expires,
+        rate_window=args.rate_window,
     )
     with map_os_errors(f"listen on {args.host}:{args.port}"):
         run(config, announce=lambda line: print(line, flush=True))

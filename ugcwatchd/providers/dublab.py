@@ -84,11 +84,13 @@ class DubLabClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         get_attempts: int = 3,
+        retry_base: float = 0.5,
     ) -> None:
         self._api = make_client(base_url, headers={"apikey": api_key.get_secret_value()}, transport=transport)
         # The presigned URL is another host: the apikey header must never reach it (DESIGN §7.3).
         self._bare = make_client(transport=transport)
         self.get_attempts = get_attempts
+        self.retry_base = retry_base
 
     async def aclose(self) -> None:
         await self._api.aclose()
@@ -114,7 +116,9 @@ class DubLabClient:
                 if attempt == self.get_attempts:
                     raise
                 wait = (
-                    exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after else backoff(attempt, 0.5, 5.0)
+                    exc.retry_after
+                    if isinstance(exc, RateLimited) and exc.retry_after
+                    else backoff(attempt, self.retry_base, 5.0)
                 )
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")

@@ -78,6 +78,7 @@ class FaceDubClient:
         transport: httpx.AsyncBaseTransport | None = None,
         windows: RateWindows | None = None,
         get_attempts: int = 3,
+        retry_base: float = 0.5,
     ) -> None:
         self._api = make_client(
             base_url, headers={"Authorization": f"Bearer {api_key.get_secret_value()}"}, transport=transport
@@ -86,6 +87,7 @@ class FaceDubClient:
         self._bare = make_client(transport=transport)
         self.windows = windows or RateWindows(DOCUMENTED_WINDOWS)
         self.get_attempts = get_attempts
+        self.retry_base = retry_base
 
     async def aclose(self) -> None:
         await self._api.aclose()
@@ -105,7 +107,7 @@ class FaceDubClient:
             try:
                 raise_for_answer(PROVIDER, response, mutating=mutating)
             except RateLimited as limited:
-                await self.windows.hold_off(window, limited.retry_after or 1.0)
+                self.windows.hold_off(window, limited.retry_after or 1.0)
                 raise
         raise_for_answer(PROVIDER, response, mutating=mutating)
         return response
@@ -118,7 +120,7 @@ class FaceDubClient:
             except (Transient, RateLimited):
                 if attempt == self.get_attempts:
                     raise
-                await asyncio.sleep(backoff(attempt, base=0.5, cap=5.0))
+                await asyncio.sleep(backoff(attempt, base=self.retry_base, cap=5.0))
         raise AssertionError("unreachable")
 
     # -- jobs -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
@@ -19,12 +19,13 @@ SAFETY_MARGIN = 0.25
 
 
 class RateWindows:
-    """Sliding one-minute windows, one per endpoint class: ``await acquire("POST /jobs")``."""
+    """Sliding windows (one minute, as documented), one per endpoint class: ``await acquire("POST /jobs")``."""
 
-    def __init__(self, per_minute: Mapping[str, int]) -> None:
-        self._items = {name: RateLimitItemPerMinute(n) for name, n in per_minute.items()}
+    def __init__(self, per_window: Mapping[str, int], window_seconds: int = 60) -> None:
+        self._items = {name: RateLimitItemPerSecond(n, window_seconds) for name, n in per_window.items()}
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._lock = asyncio.Lock()
+        self._blocked_until: dict[str, float] = {}
         self.waited = 0.0  # total seconds spent waiting for a window, for metrics and benchmarks
 
     async def acquire(self, endpoint_class: str) -> None:
@@ -34,17 +35,17 @@ class RateWindows:
             return
         # One waiter at a time per client keeps the order of requests fair (FIFO on the lock).
         async with self._lock:
+            blocked = self._blocked_until.pop(endpoint_class, 0.0) - time.monotonic()
+            if blocked > 0:
+                self.waited += blocked
+                await asyncio.sleep(blocked)
             while not await self._limiter.hit(item, endpoint_class):
                 stats = await self._limiter.get_window_stats(item, endpoint_class)
                 pause = max(0.01, stats.reset_time - time.time()) + SAFETY_MARGIN
                 self.waited += pause
                 await asyncio.sleep(pause)
 
-    async def hold_off(self, endpoint_class: str, seconds: float) -> None:
-        """Block the class for ``seconds`` (after a 429's Retry-After) by filling its window."""
-        item = self._items.get(endpoint_class)
-        if item is None:
-            return
-        async with self._lock:
-            self.waited += seconds
-            await asyncio.sleep(seconds)
+    def hold_off(self, endpoint_class: str, seconds: float) -> None:
+        """After a 429: the next request of the class waits ``seconds`` (its Retry-After) first."""
+        until = time.monotonic() + seconds
+        self._blocked_until[endpoint_class] = max(until, self._blocked_until.get(endpoint_class, 0.0))

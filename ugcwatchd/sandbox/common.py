@@ -41,6 +41,7 @@ class SandboxConfig:
     fail_rate: float = 0.0
     seed: int | None = None
     upload_expires: int = 900
+    rate_window: float = 60.0  # the documents' one-minute windows; shorter only to rehearse faster
     clock: Clock = time.time
 
 

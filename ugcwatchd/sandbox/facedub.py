@@ -110,9 +110,9 @@ class FaceDub:
         self.jobs: dict[str, Job] = {}
         self.signer = TokenSigner(self.clock)
         self.windows = {
-            "POST /jobs": SlidingWindow(10, self.clock),
-            "GET /jobs/*": SlidingWindow(60, self.clock),
-            "other": SlidingWindow(120, self.clock),
+            "POST /jobs": SlidingWindow(10, self.clock, config.rate_window),
+            "GET /jobs/*": SlidingWindow(60, self.clock, config.rate_window),
+            "other": SlidingWindow(120, self.clock, config.rate_window),
         }
         for n, key in enumerate(config.facedub_keys, start=1):
             user_id = f"user_{n}"

@@ -12,7 +12,7 @@ from tests.support import ManualClock
 from ugcwatchd.languages import LANGUAGES
 from ugcwatchd.sandbox import Sandbox
 
-from .conftest import DL_KEY, DL_KEY2, dublab
+from ..conftest import DL_KEY, DL_KEY2, dublab
 
 ME_FIELDS = {
     "id", "email", "name", "username", "firstName", "lastName", "seconds", "defaultDubLang",

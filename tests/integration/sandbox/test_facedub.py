@@ -13,7 +13,7 @@ from tests.support import ManualClock, wait_for
 from ugcwatchd.sandbox import Sandbox
 from ugcwatchd.sandbox.media import probe_duration
 
-from .conftest import FD_KEY, FD_KEY2, SandboxFactory, facedub
+from ..conftest import FD_KEY, FD_KEY2, SandboxFactory, facedub
 
 JOB_FIELDS = {"id", "status", "stage", "output_url", "created_at", "error", "duration_seconds", "credits_charged"}
 

@@ -9,7 +9,7 @@ import httpx
 
 from ugcwatchd.sandbox import Sandbox
 
-from .conftest import SandboxFactory, dublab
+from ..conftest import SandboxFactory, dublab
 
 INIT = {"fileType": "video/mp4", "name": "x.mp4", "source_lang": "auto", "dest_lang": "de"}
 

@@ -15,7 +15,7 @@ import pytest
 from tests.support import ManualClock
 from ugcwatchd.sandbox import Sandbox
 
-from .conftest import DL_KEY, SandboxFactory, dublab
+from ..conftest import DL_KEY, SandboxFactory, dublab
 
 
 def presigned(sandbox: Sandbox, file_type: str = "video/mp4") -> tuple[str, str]:
