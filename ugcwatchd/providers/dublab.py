@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from ..errors import RateLimited, Transient
+from ..errors import Conflict, NotUploaded, RateLimited, Transient
+from .base import Account, Intent, JobSpec, Reconciled, RemoteState, RemoteStateName, SubmitHooks
 from .http import backoff, make_client, map_transport_errors, raise_for_answer
 from .transfer import download, put_file
 
@@ -159,8 +162,119 @@ class DubLabClient:
         """``POST /api/v1/start-dub``: starts the paid pipeline (409 if it already started)."""
         await self._send("POST", "/api/v1/start-dub", mutating=True, json={"fileId": file_id})
 
-    async def download_output(self, dub: Dub, target: Path) -> int:
-        url = dub.output_url
-        if url is None:
-            raise ValueError(f"dub {dub.id} carries no URL")
+    async def download(self, url: str, target: Path) -> int:
+        """Stream a result URL into ``target`` without the key; bytes written."""
         return await download(self._bare, PROVIDER, url, target)
+
+
+_STATES: dict[int, RemoteStateName] = {
+    UPLOADING: "queued",
+    IN_QUEUE: "queued",
+    PROCESSING: "running",
+    FAILED: "failed",
+    COMPLETED: "completed",
+}
+
+
+def remote_state(dub: Dub) -> RemoteState:
+    billed = dub.measuredDuration if dub.externalStatusId == COMPLETED else None
+    return RemoteState(
+        remote_id=dub.id,
+        state=_STATES.get(dub.externalStatusId, "running"),
+        stage={1: "uploading", 2: "in_queue", 3: "processing", 4: "failed", 5: "completed"}.get(dub.externalStatusId),
+        progress=float(dub.progressPercentage) if dub.progressPercentage is not None else None,
+        output_url=dub.output_url,
+        error=dub.externalErrorMessage,
+        credits_charged=math.ceil(billed) * (2 if dub.isStudioQuality else 1) if billed is not None else None,
+        billed_seconds=billed,
+    )
+
+
+class DubLab:
+    """The DubLab adapter: init-dub, upload, start-dub, with the ledger token in the file name."""
+
+    name = PROVIDER
+
+    def __init__(self, client: DubLabClient) -> None:
+        self.client = client
+
+    @staticmethod
+    def remote_name(spec: JobSpec) -> str:
+        """``clip.<token>.mp4``: the record's name carries the token, so it can be found again."""
+        media = spec.inputs[0]
+        return f"{media.stem}.{spec.token}{media.suffix}"
+
+    def estimate(self, spec: JobSpec) -> int:
+        """``ceil(seconds) x (2 if studio quality)``; DubLab bills the measured length."""
+        return math.ceil(float(spec.params["seconds"])) * (2 if spec.params.get("studio_quality") else 1)
+
+    async def account(self) -> Account:
+        me = await self.client.me()
+        plan = f"plan {me.subscriptionPlan}, {me.subscriptionStatus}" if me.subscriptionPlan else "no subscription"
+        return Account(PROVIDER, me.seconds, f"{plan}, {me.seconds} seconds of credit left")
+
+    async def submit(self, spec: JobSpec, hooks: SubmitHooks) -> str:
+        media = spec.inputs[0]
+        content_type = str(spec.params["content_type"])
+        await hooks.submitting("init", None)
+        init = await self.client.init_dub(
+            file_type=content_type,
+            name=self.remote_name(spec),
+            source_lang=str(spec.params.get("from", "auto")),
+            dest_lang=str(spec.params["to"]),
+            duration=round(float(spec.params["seconds"]), 3) if spec.params.get("seconds") is not None else None,
+            studio_quality=bool(spec.params.get("studio_quality", False)),
+        )
+        file_id = init.file.id
+        await hooks.submitting("upload", file_id)
+        await self.client.upload(init.uploadUrl, media, content_type)
+        await hooks.submitting("start", file_id)
+        try:
+            await self.client.start_dub(file_id)
+        except Conflict:
+            pass  # 409: it already started, which is what we asked for
+        except NotUploaded:
+            # 412: the upload did not register; send it again, then start (DESIGN §7.1).
+            await self.client.upload(init.uploadUrl, media, content_type)
+            await hooks.submitting("start", file_id)
+            await self.client.start_dub(file_id)
+        return file_id
+
+    async def refresh(self, remote_ids: Collection[str]) -> dict[str, RemoteState]:
+        listed = {d.id: d for d in await self.client.dubs()}
+        return {
+            remote_id: remote_state(listed[remote_id]) if remote_id in listed else RemoteState(remote_id, "missing")
+            for remote_id in remote_ids
+        }
+
+    async def fetch(self, state: RemoteState, target: Path) -> int | None:
+        """DubLab documents no result URL: download only when the record carries one."""
+        if not state.output_url:
+            return None
+        return await self.client.download(state.output_url, target)
+
+    async def reconcile(self, intent: Intent, owned: Collection[str]) -> Reconciled:
+        """Find the record by the token in its name; finish an interrupted start-dub on the same record.
+
+        Re-sending start-dub for the same file is safe (409 once started), whereas a new record could
+        later run beside a start that was still in flight: so an unknown start is completed, not redone.
+        """
+        mine = [d for d in await self.client.dubs() if intent.spec.token in d.name and d.id not in owned]
+        started = [d.id for d in mine if d.externalStatusId != UPLOADING]
+        if len(started) > 1:
+            return Reconciled("ambiguous", candidates=tuple(started))
+        if started:
+            return Reconciled("adopt", started[0])
+        if intent.stage == "start" and intent.remote_id in {d.id for d in mine}:
+            try:
+                await self.client.start_dub(intent.remote_id)
+            except Conflict:
+                pass
+            except NotUploaded:
+                return Reconciled("none")  # never uploaded, so it can never start: begin afresh
+            return Reconciled("adopt", intent.remote_id)
+        # Records that never started cost nothing and will never start: submit afresh.
+        return Reconciled("none")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import math
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from ..errors import RateLimited, Transient
+from ..errors import NotFound, RateLimited, Transient
+from .base import Account, Intent, JobSpec, Reconciled, RemoteState, RemoteStateName, SubmitHooks
 from .http import backoff, make_client, map_transport_errors, raise_for_answer
 from .limits import RateWindows
 from .transfer import FilePart, content_type_of, download, multipart
@@ -158,11 +160,9 @@ class FaceDubClient:
                     if line.startswith("data:"):
                         yield Job.model_validate(json.loads(line[5:].strip()))
 
-    async def download_output(self, job: Job, target: Path) -> int:
-        """Stream a completed job's ``output_url`` into ``target``; bytes written."""
-        if not job.output_url:
-            raise ValueError(f"job {job.id} has no output_url")
-        return await download(self._bare, PROVIDER, job.output_url, target)
+    async def download(self, url: str, target: Path) -> int:
+        """Stream a result URL (a CDN link, fetched without the key) into ``target``; bytes written."""
+        return await download(self._bare, PROVIDER, url, target)
 
     # -- account ----------------------------------------------------------------------------------
 
@@ -178,3 +178,126 @@ class FaceDubClient:
 
     async def revoke_api_key(self, key_id: str) -> None:
         await self._send("DELETE", f"/api-keys/{key_id}", "other", mutating=True)
+
+
+_STATES: dict[str, RemoteStateName] = {
+    "queued": "queued",
+    "processing": "running",
+    "completed": "completed",
+    "failed": "failed",
+}
+CLOCK_SKEW = 60.0  # seconds our clock and FaceDub's may disagree by
+LIST_LIMIT = 50  # GET /jobs shows the 50 most recent jobs
+
+
+def remote_state(job: Job) -> RemoteState:
+    return RemoteState(
+        remote_id=job.id,
+        state=_STATES.get(job.status, "running"),
+        stage=job.stage,
+        output_url=job.output_url,
+        error=job.error,
+        credits_charged=job.credits_charged,
+    )
+
+
+class FaceDub:
+    """The FaceDub adapter: job slots counted from the account's own job list, reconciliation by time."""
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        client: FaceDubClient,
+        *,
+        max_concurrent_jobs: int = 2,
+        slot_poll: float = 2.0,
+        reconcile_window: float = 900.0,
+    ) -> None:
+        self.client = client
+        self.max_concurrent_jobs = max_concurrent_jobs
+        self.slot_poll = slot_poll
+        # An upload of a large video can take minutes: the job is created when it has arrived.
+        self.reconcile_window = reconcile_window
+        self._active: set[str] = set()
+        self._synced = False
+        self._submit_lock = asyncio.Lock()
+
+    def estimate(self, spec: JobSpec) -> int:
+        """``ceil(duration / 5)`` credits: the document's example charges 2 for 10 s."""
+        return math.ceil(int(spec.params["duration"]) / 5)
+
+    async def account(self) -> Account:
+        usage = await self.client.usage()
+        total = usage.credits_limit + usage.bonus_credits
+        return Account(
+            PROVIDER, usage.credits_remaining, f"plan {usage.plan}, {usage.credits_remaining} of {total} credits left"
+        )
+
+    async def _sync(self) -> list[Job]:
+        """Count the account's queued and processing jobs: those hold its slots, ours or not."""
+        jobs = await self.client.list_jobs()
+        self._active = {j.id for j in jobs if j.active}
+        self._synced = True
+        return jobs
+
+    async def submit(self, spec: JobSpec, hooks: SubmitHooks) -> str:
+        photo, video = spec.inputs
+        duration = int(spec.params["duration"])
+        async with self._submit_lock:
+            while True:
+                if not self._synced or len(self._active) >= self.max_concurrent_jobs:
+                    await self._sync()
+                    while len(self._active) >= self.max_concurrent_jobs:
+                        await asyncio.sleep(self.slot_poll)
+                        await self._sync()
+                await hooks.submitting("create", None)
+                try:
+                    created = await self.client.create_job(photo, video, duration)
+                except RateLimited:
+                    # Refused, so nothing was created: someone else holds a slot, or a window is full.
+                    # The client already blocks the endpoint for Retry-After; count the slots again.
+                    self._synced = False
+                    continue
+                self._active.add(created.job_id)
+                return created.job_id
+
+    async def refresh(self, remote_ids: Collection[str]) -> dict[str, RemoteState]:
+        listed = {j.id: j for j in await self._sync()}
+        states: dict[str, RemoteState] = {}
+        for remote_id in remote_ids:
+            job = listed.get(remote_id)
+            if job is None:
+                # Older than the 50 listed: ask for it alone.
+                try:
+                    job = await self.client.get_job(remote_id)
+                except NotFound:
+                    states[remote_id] = RemoteState(remote_id, "missing")
+                    continue
+            states[remote_id] = remote_state(job)
+        return states
+
+    async def fetch(self, state: RemoteState, target: Path) -> int | None:
+        if not state.output_url:
+            return None
+        return await self.client.download(state.output_url, target)
+
+    async def reconcile(self, intent: Intent, owned: Collection[str]) -> Reconciled:
+        """FaceDub takes no client reference: match by creation time and duration (DESIGN §6)."""
+        jobs = await self._sync()
+        duration = int(intent.spec.params["duration"])
+        low, high = intent.sent_at - CLOCK_SKEW, intent.sent_at + self.reconcile_window + CLOCK_SKEW
+        found = tuple(
+            j.id for j in jobs if j.id not in owned and j.duration_seconds == duration and low <= j.created_at <= high
+        )
+        if len(found) > 1:
+            return Reconciled("ambiguous", candidates=found)
+        if len(found) == 1:
+            return Reconciled("adopt", found[0])
+        if len(jobs) >= LIST_LIMIT and min(j.created_at for j in jobs) > low:
+            # The window reaches past the 50 listed jobs: absence proves nothing.
+            return Reconciled("ambiguous")
+        return Reconciled("none")
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

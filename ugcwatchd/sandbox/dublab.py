@@ -282,7 +282,8 @@ class DubLab:
         return JSONResponse({**user.profile(), "fail_jobs": user.fail_jobs, "dispatch_down": user.dispatch_down})
 
     async def sandbox_stats(self, request: Request) -> Response:
-        return JSONResponse({"answers": self.stats.answers, "files_created": len(self.files)})
+        started = sum(1 for f in self.files.values() if f.started is not None)
+        return JSONResponse({"answers": self.stats.answers, "files_created": len(self.files), "files_started": started})
 
 
 def _check_init(body: dict[str, Any]) -> str | None:
