@@ -129,7 +129,9 @@ async def download(client: httpx.AsyncClient, provider: str, url: str, target: P
         with map_transport_errors(provider, mutating=False):
             # identity: the bytes on disk must be the bytes Content-Length counts, never a gzip of them.
             async with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
-                raise_for_answer(provider, response, mutating=False)
+                if response.status_code >= 400:
+                    await response.aread()  # an error answer is small; its text says why
+                    raise_for_answer(provider, response, mutating=False)
                 expected = response.headers.get("content-length")
                 written = await _write_stream(response, temp)
         if expected is not None and expected.isdigit() and int(expected) != written:
