@@ -75,7 +75,8 @@ async def test_facedub_client_create_poll_download(sandbox: Sandbox, media: dict
         listed = await fd.list_jobs()
         job = await fd.get_job(created.job_id)
         assert listed == [job] and job.duration_seconds == 7 and job.output_url
-        written = await fd.download_output(job, tmp_path / "out.mp4")
+        assert job.output_url is not None
+        written = await fd.download(job.output_url, tmp_path / "out.mp4")
     assert written == (tmp_path / "out.mp4").stat().st_size
     assert probe_duration(tmp_path / "out.mp4") == pytest.approx(7, abs=0.2)
     assert not list(tmp_path.glob(".*.part"))
