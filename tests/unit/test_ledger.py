@@ -1,0 +1,122 @@
+"""The ledger on real SQLite: schema, transitions, atomicity, and what survives reopening."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ugcwatchd.ledger import SCHEMA_VERSION, InputFile, Ledger, LedgerError, PlannedJob, StaleTransition
+
+
+def add(ledger: Ledger, *, key: str = "clip", jobs: tuple[str, ...] = ("clip.de", "clip.es")) -> int:
+    item = ledger.add_item(
+        rule="dub",
+        provider="dublab",
+        inbox="/in",
+        outbox="/out",
+        key=key,
+        inputs=[InputFile("media", f"/in/{key}.mp4", f"{key}.mp4", "ab" * 32, 1234, 1, "video/mp4", 3.2)],
+        jobs=[PlannedJob(name, f"k-{name}", {"to": name[-2:]}, 4) for name in jobs],
+    )
+    return item.id
+
+
+def test_ledger_new_file_has_current_schema_and_wal(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path / "state")
+    db = sqlite3.connect(tmp_path / "state" / "ledger.sqlite3")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    ledger.close()
+
+
+def test_ledger_newer_schema_is_refused(tmp_path: Path) -> None:
+    Ledger.open(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(LedgerError, match="newer ugcwatchd"):
+        Ledger.open(tmp_path)
+
+
+def test_ledger_item_with_inputs_and_jobs_survives_reopening(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    item_id = add(ledger)
+    ledger.close()
+    again = Ledger.open(tmp_path)
+    item = again.item(item_id)
+    jobs = again.jobs_of(item_id)
+    assert (item.state, item.rule, item.key) == ("planned", "dub", "clip")
+    assert [j.name for j in jobs] == ["clip.de", "clip.es"] and {j.state for j in jobs} == {"queued"}
+    assert all(j.token.startswith("ugc-") for j in jobs) and len({j.token for j in jobs}) == 2
+    assert again.inputs_of(item_id)[0].seconds == 3.2
+    assert again.events(item_id)[0][0] == "item planned"
+
+
+def test_ledger_job_moves_along_the_state_machine_with_events(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    job = ledger.jobs_of(add(ledger))[0]
+    ledger.move_job(job.id, "submitting", expect="queued", stage="init", sent_at=100.0)
+    moved = ledger.move_job(job.id, "submitted", expect="submitting", remote_id="r-1", detail={"a": 1})
+    assert (moved.state, moved.remote_id, moved.stage, moved.sent_at, moved.detail) == (
+        "submitted",
+        "r-1",
+        "init",
+        100.0,
+        {"a": 1},
+    )
+    kinds = [kind for kind, _ in ledger.events(job.item_id)]
+    assert kinds == ["item planned", "job queued -> submitting", "job submitting -> submitted"]
+
+
+def test_ledger_illegal_or_stale_transition_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    job = ledger.jobs_of(add(ledger))[0]
+    with pytest.raises(StaleTransition, match="cannot go from queued to delivered"):
+        ledger.move_job(job.id, "delivered")
+    ledger.move_job(job.id, "submitting", expect="queued")
+    with pytest.raises(StaleTransition, match="is submitting, not queued"):
+        ledger.move_job(job.id, "submitting", expect="queued")  # two dispatchers racing: only one wins
+    assert ledger.job(job.id).state == "submitting"
+    assert len(ledger.events(job.item_id)) == 2
+
+
+def test_ledger_one_remote_job_is_never_owned_twice(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    first, second = ledger.jobs_of(add(ledger))
+    for job in (first, second):
+        ledger.move_job(job.id, "submitting")
+    ledger.move_job(first.id, "submitted", remote_id="same")
+    with pytest.raises(sqlite3.IntegrityError):
+        ledger.move_job(second.id, "submitted", remote_id="same")
+    assert ledger.job(second.id).state == "submitting"  # the failed move was rolled back whole
+    assert ledger.remote_ids("dublab") == {"same"}
+
+
+def test_ledger_delivered_job_is_found_by_dedupe_key(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    job = ledger.jobs_of(add(ledger))[0]
+    assert ledger.delivered_job(job.dedupe_key) is None
+    ledger.move_job(job.id, "submitting")
+    ledger.move_job(job.id, "submitted", remote_id="r-9")
+    ledger.move_job(job.id, "remote_done")
+    ledger.move_job(job.id, "delivered")
+    found = ledger.delivered_job(job.dedupe_key)
+    assert found is not None and found.id == job.id and found.remote_id == "r-9"
+
+
+def test_ledger_open_item_with_input_ignores_finished_items(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    item_id = add(ledger)
+    assert ledger.open_item_with_input("/in/clip.mp4") == ledger.item(item_id)
+    ledger.move_item(item_id, "failed", reason="invalid")
+    assert ledger.open_item_with_input("/in/clip.mp4") is None
+    assert ledger.counts() == {"failed": 1}
+
+
+def test_ledger_unreadable_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(LedgerError, match="state folder"):
+        Ledger.open(blocker / "state")
