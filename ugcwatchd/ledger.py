@@ -136,6 +136,8 @@ class PlannedJob:
     dedupe_key: str
     params: dict[str, Any]
     estimate: int | None = None
+    state: str = "queued"  # "failed" for a job refused at planning (invalid, unpaired, duplicate)
+    detail: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -244,8 +246,6 @@ class Ledger:
         jobs: Sequence[PlannedJob],
         state: str = "planned",
         reason: str | None = None,
-        job_state: str = "queued",
-        job_detail: dict[str, Any] | None = None,
     ) -> Item:
         """Record an item with its inputs and jobs in one transaction."""
         now = self._clock()
@@ -273,8 +273,8 @@ class Ledger:
                         job.dedupe_key,
                         json.dumps(job.params, sort_keys=True),
                         job.estimate,
-                        job_state,
-                        json.dumps(job_detail, sort_keys=True) if job_detail else None,
+                        job.state,
+                        json.dumps(job.detail, sort_keys=True) if job.detail else None,
                         now,
                         now,
                     ),
@@ -365,6 +365,22 @@ class Ledger:
             (path,),
         ).fetchone()
         return _item(row) if row else None
+
+    def last_use_of(self, path: str) -> tuple[Item, str] | None:
+        """The newest item that took the file at ``path``, with the content hash it took."""
+        row = self._db.execute(
+            "SELECT items.*, inputs.sha256 AS taken FROM items JOIN inputs ON inputs.item_id = items.id"
+            " WHERE inputs.path = ? ORDER BY items.id DESC LIMIT 1",
+            (path,),
+        ).fetchone()
+        return (_item(row), row["taken"]) if row else None
+
+    def job_names_in(self, outbox: str) -> set[str]:
+        """Job names already used in ``outbox``: a new job never takes one of them."""
+        rows = self._db.execute(
+            "SELECT jobs.name FROM jobs JOIN items ON items.id = jobs.item_id WHERE items.outbox = ?", (outbox,)
+        )
+        return {r[0] for r in rows}
 
     def delivered_job(self, dedupe_key: str) -> Job | None:
         """The earliest delivered job with this content and settings: a re-drop of it is a duplicate."""
