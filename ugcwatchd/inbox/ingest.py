@@ -170,10 +170,10 @@ class InboxIngest:
                 continue
             if self._same_as_before.get(rel) == seen.signature:
                 continue
-            if self.ledger.open_item_with_input(str(seen.path)) is not None:
+            if self.ledger.open_item_with_input(seen.file) is not None:
                 continue  # being processed: touching it changes nothing
             candidate = await asyncio.to_thread(self._examine, seen, now)
-            if self._kept_and_unchanged(str(seen.path), candidate.sha256):
+            if self._kept_and_unchanged(seen.file, candidate.sha256):
                 self._same_as_before[rel] = seen.signature
                 continue
             self.candidates[rel] = candidate
@@ -331,7 +331,7 @@ class InboxIngest:
 
 def _input_file(role: str, c: Candidate) -> InputFile:
     mime, seconds = (c.info.mime, c.info.seconds) if c.info else (None, None)
-    return InputFile(role, str(c.seen.path), c.seen.rel, c.sha256, c.seen.size, c.seen.mtime_ns, mime, seconds)
+    return InputFile(role, c.seen.file, c.seen.rel, c.sha256, c.seen.size, c.seen.mtime_ns, mime, seconds)
 
 
 class _Events(FileSystemEventHandler):

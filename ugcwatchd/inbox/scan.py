@@ -13,15 +13,27 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Seen:
-    """One regular file as last observed: what stability is judged on."""
+    """One regular file as last observed: what stability is judged on.
 
-    path: Path
+    Kept small (slots, a plain string path): an inbox may hold a hundred thousand of them.
+    """
+
+    root: str  # the inbox: one string shared by every file in it
     rel: str  # relative to the inbox, with '/' separators
     size: int
     mtime_ns: int
     ino: int
+
+    @property
+    def file(self) -> str:
+        """The absolute path."""
+        return f"{self.root}/{self.rel}"
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file)
 
     @property
     def signature(self) -> tuple[int, int, int]:
@@ -41,6 +53,7 @@ class Scanner:
         exclude: Iterable[Path] = (),
     ) -> None:
         self.inbox = inbox
+        self.root = str(inbox)
         self.ignore = tuple(p.lower() for p in ignore)
         self.match = tuple(p.lower() for p in match) if match else None
         self.depth = depth  # 1: the inbox itself; 2: one level of subfolders; None: all
@@ -67,29 +80,34 @@ class Scanner:
 
     def _walk(self, folder: Path, prefix: str, level: int, found: dict[str, Seen], *, top: bool = False) -> None:
         try:
-            entries = list(os.scandir(folder))
+            entries = os.scandir(folder)
         except OSError:
             if top:
                 raise
             return  # a subfolder vanished or is unreadable: the next scan will tell
-        for entry in entries:
-            if self.ignored(entry.name):
-                continue
-            rel = f"{prefix}{entry.name}"
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                self._report_once(entry.path, "is a symbolic link; links are never followed, it is left alone")
-            elif stat.S_ISDIR(st.st_mode):
-                if (self.depth is None or level < self.depth) and os.path.normpath(entry.path) not in self.exclude:
-                    self._walk(Path(entry.path), f"{rel}/", level + 1, found)
-            elif stat.S_ISREG(st.st_mode):
-                if self.wanted(entry.name):
-                    found[rel] = Seen(Path(entry.path), rel, st.st_size, st.st_mtime_ns, st.st_ino)
-            else:
-                self._report_once(entry.path, "is not a regular file (a device, socket or pipe); it is left alone")
+        with entries:
+            for entry in entries:
+                self._visit(entry, prefix, level, found)
+
+    def _visit(self, entry: os.DirEntry[str], prefix: str, level: int, found: dict[str, Seen]) -> None:
+        """One directory entry: a candidate file, a folder to enter, or something to leave alone."""
+        if self.ignored(entry.name):
+            return
+        rel = f"{prefix}{entry.name}"
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            self._report_once(entry.path, "is a symbolic link; links are never followed, it is left alone")
+        elif stat.S_ISDIR(st.st_mode):
+            if (self.depth is None or level < self.depth) and os.path.normpath(entry.path) not in self.exclude:
+                self._walk(Path(entry.path), f"{rel}/", level + 1, found)
+        elif stat.S_ISREG(st.st_mode):
+            if self.wanted(entry.name):
+                found[rel] = Seen(self.root, rel, st.st_size, st.st_mtime_ns, st.st_ino)
+        else:
+            self._report_once(entry.path, "is not a regular file (a device, socket or pipe); it is left alone")
 
     def stat_one(self, rel: str) -> Seen | None:
         """Observe one file again (after an event, or while it settles); None when it is gone."""
@@ -100,4 +118,4 @@ class Scanner:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        return Seen(path, rel, st.st_size, st.st_mtime_ns, st.st_ino)
+        return Seen(self.root, rel, st.st_size, st.st_mtime_ns, st.st_ino)

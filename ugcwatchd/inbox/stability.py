@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .scan import Seen
 
 
-@dataclass
+@dataclass(slots=True)
 class _Watched:
     seen: Seen
     since: float  # when this exact signature was first observed
