@@ -327,3 +327,15 @@ async def test_ingest_failed_input_dropped_back_is_a_retry(world: Path, ledger: 
         await asyncio.sleep(0.5)
         shutil.move(world / "out" / "failed" / "clip.mp4", world / "in" / "clip.mp4")  # mv keeps the mtime
         await until(lambda: len(items(ledger)) == 2, what="the retry")
+
+
+async def test_ingest_folder_batch_without_marker_completes_when_quiet(world: Path, ledger: Ledger, media: dict[str, Path]) -> None:
+    batch = world / "in" / "shoot2"
+    batch.mkdir()
+    async with ingesting(rules(world, face_rule(world, "{pair_by: folder}")), ledger):
+        shutil.copy(media["jpeg"], batch / "a.jpg")
+        await asyncio.sleep(0.6)  # the photo is stable, but the folder is still being filled
+        shutil.copy(media["video.mp4"], batch / "x.mp4")
+        (item,) = await until(lambda: items(ledger), what="the quiet batch")  # type: ignore[misc]
+    assert [j.name for j in ledger.jobs_of(item.id)] == ["shoot2/a+x.facedub"]
+    assert item.reason is None
