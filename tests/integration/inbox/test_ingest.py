@@ -329,13 +329,27 @@ async def test_ingest_failed_input_dropped_back_is_a_retry(world: Path, ledger: 
         await until(lambda: len(items(ledger)) == 2, what="the retry")
 
 
-async def test_ingest_folder_batch_without_marker_completes_when_quiet(world: Path, ledger: Ledger, media: dict[str, Path]) -> None:
+async def test_ingest_folder_batch_without_marker_completes_when_quiet(
+    world: Path, ledger: Ledger, media: dict[str, Path]
+) -> None:
     batch = world / "in" / "shoot2"
     batch.mkdir()
-    async with ingesting(rules(world, face_rule(world, "{pair_by: folder}")), ledger):
+    async with ingesting(rules(world, face_rule(world, "{pair_by: folder}", ", stable_after: 2s")), ledger):
         shutil.copy(media["jpeg"], batch / "a.jpg")
-        await asyncio.sleep(0.6)  # the photo is stable, but the folder is still being filled
+        await asyncio.sleep(0.3)  # well within stable_after: the folder is still being filled
         shutil.copy(media["video.mp4"], batch / "x.mp4")
         (item,) = await until(lambda: items(ledger), what="the quiet batch")  # type: ignore[misc]
     assert [j.name for j in ledger.jobs_of(item.id)] == ["shoot2/a+x.facedub"]
     assert item.reason is None
+
+
+async def test_ingest_folder_batch_quiet_too_long_is_taken_as_it_is(
+    world: Path, ledger: Ledger, media: dict[str, Path]
+) -> None:
+    batch = world / "in" / "shoot3"
+    batch.mkdir()
+    async with ingesting(rules(world, face_rule(world, "{pair_by: folder}")), ledger):
+        shutil.copy(media["jpeg"], batch / "a.jpg")  # and nothing else for longer than stable_after
+        (item,) = await until(lambda: items(ledger), what="the batch")  # type: ignore[misc]
+    assert item.reason == "unpaired"
+    assert "has no video" in ledger.jobs_of(item.id)[0].detail["message"]
