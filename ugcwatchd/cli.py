@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
 from .errors import ConfigProblems, ExitCode, MissingExtraError, UgcwatchdError, UsageError, map_os_errors
@@ -134,6 +136,52 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _setup_logging(level: str, debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every request URL at INFO; presigned upload URLs carry signatures.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser("run", help="run the daemon in the foreground (systemd Type=notify)")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+    from .rules import load_rules
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    _setup_logging(settings.log_level, args.debug)
+    config = load_rules(settings.rules_path(args.config))
+    return asyncio.run(Daemon(config, settings).run())
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser(
+        "demo",
+        help="a self-contained tour: sandbox, sample media, the daemon, the results",
+        description="Start the sandbox on loopback, make a demo folder with generated sample media, run the "
+        "daemon until every sidecar is final, print what it did, and exit 0.",
+    )
+    p.add_argument("--folder", type=Path, help="where to make the demo folder (default: a new temporary folder)")
+    p.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from .demo import run_demo
+    except ImportError:
+        raise MissingExtraError("sandbox", "the demo") from None
+    _setup_logging("warning", args.debug)
+    return run_demo(args.folder)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ugcwatchd", description="Watched folders in, paid AI-video jobs out.")
     parser.add_argument(
@@ -145,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run(commands)
     _add_check(commands)
+    _add_demo(commands)
     _add_sandbox(commands)
     return parser
 

@@ -311,6 +311,21 @@ class Ledger:
             self._event(row["item_id"], job_id, f"job {current} -> {to}", fields or None)
         return self.job(job_id)
 
+    def annotate_job(self, job_id: int, detail: dict[str, Any]) -> Job:
+        """Replace a job's detail without changing its state (retry times, progress, sidecar written)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT item_id, detail FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise StaleTransition(f"job {job_id} does not exist")
+            text = json.dumps(detail, sort_keys=True)
+            if text != row["detail"]:
+                db.execute("UPDATE jobs SET detail = ?, updated_at = ? WHERE id = ?", (text, self._clock(), job_id))
+                self._event(row["item_id"], job_id, "job noted", detail)
+        return self.job(job_id)
+
+    def job_created(self, job_id: int) -> float:
+        return float(self._db.execute("SELECT created_at FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+
     def move_item(self, item_id: int, to: str, *, reason: str | None = None) -> Item:
         with self.transaction() as db:
             row = db.execute("SELECT state FROM items WHERE id = ?", (item_id,)).fetchone()

@@ -36,6 +36,17 @@ from .scan import Scanner, Seen
 from .stability import Stability
 
 log = logging.getLogger(__name__)
+
+
+class _ShutdownNoise(logging.Filter):
+    """watchdog logs an ERROR when an emitter is polled once more after its inotify handle closed at
+    shutdown (watchdog PR #963): harmless, and alarming in a journal. Only that line is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(_ShutdownNoise())
 OUTPUT_SUFFIXES = (".result.json", ".error.json", ".status.json", ".mp4")
 _GONE = {errno.ENOENT, errno.ENOTDIR}
 
@@ -172,7 +183,11 @@ class InboxIngest:
                 continue
             if self.ledger.open_item_with_input(seen.file) is not None:
                 continue  # being processed: touching it changes nothing
-            candidate = await asyncio.to_thread(self._examine, seen, now)
+            try:
+                candidate = await asyncio.to_thread(self._examine, seen, now)
+            except OSError:
+                self._forget(rel)  # gone meanwhile (moved away by delivery, or by a person)
+                continue
             if self._kept_and_unchanged(seen.file, candidate.sha256):
                 self._same_as_before[rel] = seen.signature
                 continue
@@ -424,14 +439,20 @@ class Ingestion:
         shortest = min((r.behaviour.stable_after for r in self.config.rules), default=5.0)
         return max(0.1, min(1.0, shortest / 4))
 
-    def start(self, scheduler: AsyncIOScheduler) -> None:
+    def jobs(self) -> list[tuple[Callable[[], Any], float, str]]:
+        """The periodic work to schedule: (function, every seconds, id)."""
+        rescan = min((r.behaviour.rescan_every for r in self.config.rules), default=60.0)
+        return [(self.tick, self.tick_every(), "ingest-tick"), (self.refresh, rescan, "ingest-globs")]
+
+    def start(
+        self, scheduler: AsyncIOScheduler, wrap: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None
+    ) -> None:
         """Watch the inboxes and schedule ingestion on the daemon's scheduler (call within the loop)."""
         self._loop = asyncio.get_running_loop()
         self.refresh()
         options: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
-        scheduler.add_job(self.tick, "interval", seconds=self.tick_every(), id="ingest-tick", **options)
-        rescan = min((r.behaviour.rescan_every for r in self.config.rules), default=60.0)
-        scheduler.add_job(self.refresh, "interval", seconds=rescan, id="ingest-globs", **options)
+        for func, every, job_id in self.jobs():
+            scheduler.add_job(wrap(func) if wrap else func, "interval", seconds=every, id=job_id, **options)
 
     def stop(self) -> None:
         if self._observer is not None:

@@ -1,0 +1,181 @@
+"""The daemon (DESIGN §2, §10): the one place that wires rules, ledger, ingestion and providers.
+
+One event loop; APScheduler 3.11's AsyncIOScheduler runs every periodic step (in-memory job store,
+jobs made at start, coalesced, one instance each); watchdog observers live in their own threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import sdnotify
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .errors import ConfigError
+from .inbox.ingest import Ingestion
+from .ledger import Ledger
+from .lifecycle import Lifecycle, ProviderState
+from .providers.dublab import DubLab, DubLabClient
+from .providers.facedub import FaceDub, FaceDubClient
+from .rules import Config, load_rules
+from .settings import Settings, api_key
+
+log = logging.getLogger(__name__)
+JOB_OPTIONS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+
+
+class Notifier:
+    """sd_notify: a no-op outside systemd (no NOTIFY_SOCKET)."""
+
+    def __init__(self) -> None:
+        self._systemd = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
+
+    def send(self, *lines: str) -> None:
+        if self._systemd is not None:
+            self._systemd.notify("\n".join(lines))
+
+
+def build_providers(
+    config: Config, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, ProviderState]:
+    """An adapter for each provider some rule uses; a missing key is a configuration error."""
+    states: dict[str, ProviderState] = {}
+    for name in sorted({rule.provider for rule in config.rules}):
+        settings_block = getattr(config.providers, name)
+        key = api_key(name, settings_block.api_key, settings)
+        if key.value is None or not key.present:
+            where = f"UGCWATCHD_{name.upper()}_API_KEY, providers.{name}.api_key, or the credential {name}_api_key"
+            raise ConfigError(f"no {name} API key", remedy=f"set {where}")
+        if name == "facedub":
+            client = FaceDubClient(settings_block.base_url, key.value, transport=transport)
+            provider: FaceDub | DubLab = FaceDub(client, max_concurrent_jobs=settings_block.max_concurrent_jobs)
+        else:
+            provider = DubLab(DubLabClient(settings_block.base_url, key.value, transport=transport))
+        states[name] = ProviderState(name, provider, settings_block)
+    return states
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        stop_within: float = 20.0,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.transport = transport
+        self.stop_within = stop_within
+        self.notifier = Notifier()
+        self.stopping = asyncio.Event()
+        self.ledger = Ledger.open(settings.resolved_state_dir())
+        self.providers = build_providers(config, settings, transport=transport)
+        self.lifecycle = Lifecycle(config, self.ledger, self.providers)
+        self.ingestion = Ingestion(config, self.ledger)
+        self.scheduler = AsyncIOScheduler()
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def _tracked(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """A scheduled step that shutdown can wait for, instead of cancelling it mid-way."""
+
+        async def step(*args: Any) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                result = func(*args)
+                if asyncio.iscoroutine(result):
+                    await result
+            finally:
+                self._running.discard(task)
+
+        return step
+
+    def status(self) -> str:
+        return self.lifecycle.status_line(len(self.ingestion.inboxes))
+
+    def _schedule(self) -> None:
+        add = self.scheduler.add_job
+        add(self.lifecycle.dispatch, "interval", seconds=0.5, id="dispatch", **JOB_OPTIONS)
+        add(self.lifecycle.deliver, "interval", seconds=0.5, id="deliver", **JOB_OPTIONS)
+        for name, ps in self.providers.items():
+            add(
+                self.lifecycle.poll,
+                "interval",
+                seconds=ps.settings.poll_every,
+                args=[name],
+                id=f"poll-{name}",
+                **JOB_OPTIONS,
+            )
+        add(self._report, "interval", seconds=5, id="status", **JOB_OPTIONS)
+        usec = os.environ.get("WATCHDOG_USEC")
+        if usec and usec.isdigit() and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
+            # From the loop itself: a stuck loop stops the pings, and systemd restarts us.
+            add(
+                self.notifier.send,
+                "interval",
+                seconds=int(usec) / 2e6,
+                args=["WATCHDOG=1"],
+                id="watchdog",
+                **JOB_OPTIONS,
+            )
+
+    def _report(self) -> None:
+        self.notifier.send(f"STATUS={self.status()}")
+
+    async def reload(self) -> None:
+        """SIGHUP: load the rules again; an invalid file keeps the old rules (DESIGN §10)."""
+        monotonic_usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}")
+        try:
+            config = load_rules(self.config.file)
+        except ConfigError as exc:
+            log.error("reload refused, the old rules stay: %s", exc)
+        else:
+            for job_id in ("ingest-tick", "ingest-globs"):
+                self.scheduler.remove_job(job_id)
+            self.ingestion.stop()
+            self.config = config
+            self.lifecycle.config = config
+            self.ingestion = Ingestion(config, self.ledger)
+            self.ingestion.start(self.scheduler, self._tracked)
+            log.info("reloaded %s: %d rules", config.file, len(config.rules))
+        self.notifier.send("READY=1", f"STATUS={self.status()}")
+
+    def _signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+
+    async def run(self) -> int:
+        self._signals()
+        for ps in self.providers.values():
+            await self.lifecycle.refresh_account(ps)
+        self.scheduler.start()
+        self.ingestion.start(self.scheduler, self._tracked)
+        self._schedule()
+        log.info("ugcwatchd running: %s", self.status())
+        self.notifier.send("READY=1", f"STATUS={self.status()}")
+        await self.stopping.wait()
+        self.notifier.send("STOPPING=1")
+        log.info("stopping: no new work; letting work under way finish")
+        self.scheduler.pause()
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=self.stop_within / 2)
+        self.scheduler.shutdown(wait=False)
+        self.ingestion.stop()
+        await self.lifecycle.drain(self.stop_within / 2)
+        for ps in self.providers.values():
+            await ps.provider.aclose()
+        self.ledger.close()
+        return 0
