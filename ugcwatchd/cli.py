@@ -8,9 +8,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import ConfigProblems, ExitCode, MissingExtraError, UgcwatchdError, UsageError, map_os_errors
+from .ledger import JOB_STATES
 
 
 def _fraction(text: str) -> float:
@@ -182,6 +184,66 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.folder)
 
 
+def _ledger() -> Any:
+    from .ledger import Ledger
+    from .settings import Settings
+
+    return Ledger.open(Settings.from_env().resolved_state_dir())
+
+
+def _add_ops(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser("status", help="counts by state, running jobs, held work and why, recent failures")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_cmd_status)
+    p = commands.add_parser("jobs", help="list items and their jobs")
+    p.add_argument("--state", choices=JOB_STATES, help="only jobs in this state")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_cmd_jobs)
+    p = commands.add_parser("retry", help="queue failed items again (an explicit act: it may cost credits)")
+    p.add_argument("items", metavar="ITEM", type=int, nargs="+", help="item numbers, as `status` and `jobs` show them")
+    p.set_defaults(handler=_cmd_retry)
+    p = commands.add_parser("usage", help="each provider's remaining credits")
+    p.set_defaults(handler=_cmd_usage)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .ops import as_json, print_status, status
+
+    report = status(_ledger())
+    print(as_json(report)) if args.json else print_status(report)
+    return ExitCode.OK
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from .ops import as_json, jobs, print_jobs
+
+    rows = jobs(_ledger(), args.state)
+    print(as_json(rows)) if args.json else print_jobs(rows)
+    return ExitCode.OK
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    from .ops import retry
+    from .rules import load_rules
+    from .settings import Settings
+
+    config = load_rules(Settings.from_env().rules_path(args.config))
+    for line in retry(_ledger(), config, args.items):
+        print(line)
+    return ExitCode.OK
+
+
+def _cmd_usage(args: argparse.Namespace) -> int:
+    from .ops import run_usage
+    from .rules import load_rules
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    for line in run_usage(load_rules(settings.rules_path(args.config)), settings):
+        print(line)
+    return ExitCode.OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ugcwatchd", description="Watched folders in, paid AI-video jobs out.")
     parser.add_argument(
@@ -195,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(commands)
     _add_check(commands)
+    _add_ops(commands)
     _add_demo(commands)
     _add_sandbox(commands)
     return parser

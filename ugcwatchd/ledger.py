@@ -170,6 +170,24 @@ class Item:
     reason: str | None
 
 
+_ERROR_KEYS = frozenset(
+    {
+        "stage",
+        "code",
+        "message",
+        "http_status",
+        "provider_error",
+        "retryable",
+        "sidecar",
+        "held",
+        "candidates",
+        "retry_at",
+        "missing",
+        "remote",
+    }
+)
+
+
 def new_token() -> str:
     """A job's ledger token: short, unique, safe in a file name (DubLab's record name carries it)."""
     return "ugc-" + secrets.token_hex(6)
@@ -291,7 +309,7 @@ class Ledger:
 
     def move_job(self, job_id: int, to: str, *, expect: str | Sequence[str] | None = None, **fields: Any) -> Job:
         """Move a job to ``to`` (and set ``fields``), committed before the caller acts on it."""
-        allowed = {"stage", "remote_id", "sent_at", "attempts", "detail"}
+        allowed = {"stage", "remote_id", "sent_at", "attempts", "detail", "token"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown job fields: {sorted(unknown)}")
@@ -412,6 +430,36 @@ class Ledger:
     def events(self, item_id: int) -> list[tuple[str, dict[str, Any] | None]]:
         rows = self._db.execute("SELECT kind, detail FROM events WHERE item_id = ? ORDER BY id", (item_id,))
         return [(r["kind"], json.loads(r["detail"]) if r["detail"] else None) for r in rows]
+
+    def all_jobs(self, state: str | None = None) -> list[tuple[Item, Job]]:
+        if state:
+            rows = self._db.execute("SELECT * FROM jobs WHERE state = ? ORDER BY id", (state,))
+        else:
+            rows = self._db.execute("SELECT * FROM jobs ORDER BY id")
+        items: dict[int, Item] = {}
+        out = []
+        for row in rows:
+            job = _job(row)
+            if job.item_id not in items:
+                items[job.item_id] = self.item(job.item_id)
+            out.append((items[job.item_id], job))
+        return out
+
+    def recent_failures(self, limit: int = 10) -> list[tuple[Item, Job]]:
+        rows = self._db.execute("SELECT * FROM jobs WHERE state = 'failed' ORDER BY updated_at DESC LIMIT ?", (limit,))
+        return [(self.item(job.item_id), job) for job in map(_job, rows)]
+
+    def job_counts(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+
+    def requeue(self, job_id: int) -> Job:
+        """An operator's retry: a failed or ambiguous job starts again from queued, its error cleared."""
+        job = self.job(job_id)
+        keep = {k: v for k, v in job.detail.items() if k not in _ERROR_KEYS}
+        # A new token: the old one names the remote record that failed, which must not be found again.
+        return self.move_job(
+            job_id, "queued", expect=("failed", "ambiguous"), remote_id=None, stage=None, detail=keep, token=new_token()
+        )
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state")
