@@ -28,6 +28,7 @@ from .rules import Config, load_rules
 from .settings import Settings, api_key
 
 log = logging.getLogger(__name__)
+SENT_STATES = ("submitting", "submitted", "remote_done", "delivered", "failed", "held", "ambiguous")
 JOB_OPTIONS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
 
@@ -159,7 +160,9 @@ class Daemon:
 
     async def run(self) -> int:
         self._signals()
-        for ps in self.providers.values():
+        for name, ps in self.providers.items():
+            sent = [j.sent_at for j in self.ledger.jobs_in(*SENT_STATES, provider=name) if j.sent_at is not None]
+            await ps.provider.remember(sent)
             await self.lifecycle.refresh_account(ps)
         self.scheduler.start()
         self.ingestion.start(self.scheduler, self._tracked)

@@ -161,9 +161,14 @@ class Lifecycle:
                     await self.refresh_account(ps)
                 continue
             self._release_held(ps)
-            for job in self.ledger.jobs_in("submitting", provider=ps.name):
-                if job.id not in ps.submitting and self._due(job):
+            unresolved = [j for j in self.ledger.jobs_in("submitting", provider=ps.name) if j.id not in ps.submitting]
+            for job in unresolved:
+                if self._due(job):
                     self._start(ps, job, self._reconcile(ps, job))
+            if unresolved and ps.name == "facedub":
+                # FaceDub is reconciled by time and duration alone: a second unknown outcome beside the
+                # first could make both ambiguous. Resolve it before anything new is sent.
+                continue
             for job in self.ledger.jobs_in("queued", provider=ps.name):
                 if len(ps.submitting) >= SUBMISSIONS_AT_ONCE.get(ps.name, 1):
                     break

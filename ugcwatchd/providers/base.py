@@ -103,4 +103,7 @@ class Provider(Protocol):
     async def reconcile(self, intent: Intent, owned: Collection[str]) -> Reconciled:
         """Find the job an interrupted submission may have created; ``owned`` ids belong to other jobs."""
 
+    async def remember(self, sent_at: list[float]) -> None:
+        """Paid requests made before a restart (from the ledger), so rate windows start full enough."""
+
     async def aclose(self) -> None: ...

@@ -276,5 +276,8 @@ class DubLab:
         # Records that never started cost nothing and will never start: submit afresh.
         return Reconciled("none")
 
+    async def remember(self, sent_at: list[float]) -> None:
+        """DubLab documents no rate limits: nothing to seed."""
+
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -101,8 +101,11 @@ class FaceDubClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _send(self, method: str, path: str, window: str, *, mutating: bool = False, **kw: Any) -> httpx.Response:
-        await self.windows.acquire(window)
+    async def _send(
+        self, method: str, path: str, window: str, *, mutating: bool = False, counted: bool = False, **kw: Any
+    ) -> httpx.Response:
+        if not counted:
+            await self.windows.acquire(window)
         with map_transport_errors(PROVIDER, mutating=mutating):
             response = await self._api.request(method, path, **kw)
         if response.status_code == 429:
@@ -127,8 +130,11 @@ class FaceDubClient:
 
     # -- jobs -------------------------------------------------------------------------------------
 
-    async def create_job(self, photo: Path, video: Path, duration: int) -> CreatedJob:
-        """``POST /jobs``: paid. A transport failure after sending raises Transient(outcome_unknown)."""
+    async def create_job(self, photo: Path, video: Path, duration: int, *, counted: bool = False) -> CreatedJob:
+        """``POST /jobs``: paid. A transport failure after sending raises Transient(outcome_unknown).
+
+        ``counted``: the caller already waited for the POST window (to commit its intent after the wait).
+        """
         body, headers = multipart(
             {"duration": str(duration)},
             [
@@ -136,7 +142,9 @@ class FaceDubClient:
                 FilePart("reference_video", video, content_type_of(video)),
             ],
         )
-        response = await self._send("POST", "/jobs", "POST /jobs", mutating=True, content=body, headers=headers)
+        response = await self._send(
+            "POST", "/jobs", "POST /jobs", mutating=True, counted=counted, content=body, headers=headers
+        )
         return CreatedJob.model_validate(response.json())
 
     async def list_jobs(self) -> list[Job]:
@@ -251,9 +259,11 @@ class FaceDub:
                     while len(self._active) >= self.max_concurrent_jobs:
                         await asyncio.sleep(self.slot_poll)
                         await self._sync()
+                # The window first, then the intent: the intent is committed right before the request.
+                await self.client.windows.acquire("POST /jobs")
                 await hooks.submitting("create", None)
                 try:
-                    created = await self.client.create_job(photo, video, duration)
+                    created = await self.client.create_job(photo, video, duration, counted=True)
                 except RateLimited:
                     # Refused, so nothing was created: someone else holds a slot, or a window is full.
                     # The client already blocks the endpoint for Retry-After; count the slots again.
@@ -298,6 +308,9 @@ class FaceDub:
             # The window reaches past the 50 listed jobs: absence proves nothing.
             return Reconciled("ambiguous")
         return Reconciled("none")
+
+    async def remember(self, sent_at: list[float]) -> None:
+        await self.client.windows.seed("POST /jobs", sent_at)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -45,6 +45,23 @@ class RateWindows:
                 self.waited += pause
                 await asyncio.sleep(pause)
 
+    async def seed(self, endpoint_class: str, sent: list[float], now: float | None = None) -> None:
+        """Count requests made before a restart (wall-clock times), so the window is not empty.
+
+        They are counted as if made now, which errs on the safe side; when they already fill the
+        window, the class waits until the oldest that matters would have left it.
+        """
+        item = self._items.get(endpoint_class)
+        if item is None:
+            return
+        now = time.time() if now is None else now
+        window = item.get_expiry()
+        recent = sorted(t for t in sent if now - window < t <= now)
+        for _ in range(min(len(recent), item.amount)):
+            await self._limiter.hit(item, endpoint_class)
+        if len(recent) >= item.amount:
+            self.hold_off(endpoint_class, recent[len(recent) - item.amount] + window - now + SAFETY_MARGIN)
+
     def hold_off(self, endpoint_class: str, seconds: float) -> None:
         """After a 429: the next request of the class waits ``seconds`` (its Retry-After) first."""
         until = time.monotonic() + seconds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -300,3 +301,15 @@ async def test_client_other_users_resources_stay_invisible(sandbox: Sandbox, med
         assert await theirs.list_jobs() == []
         with pytest.raises(NotFound):
             await theirs.get_job(created.job_id)
+
+
+async def test_client_window_seeded_from_before_a_restart_waits_for_the_oldest() -> None:
+    from ugcwatchd.providers.limits import RateWindows
+
+    windows = RateWindows({"POST /jobs": 3}, window_seconds=2)
+    now = time.time()
+    await windows.seed("POST /jobs", [now - 5, now - 1.5, now - 1.2, now - 1.0], now=now)  # three still count
+    started = asyncio.get_running_loop().time()
+    await windows.acquire("POST /jobs")
+    waited = asyncio.get_running_loop().time() - started
+    assert 0.4 <= waited <= 2.5  # until the oldest that matters (1.5 s ago) leaves the 2 s window
