@@ -146,6 +146,8 @@ def _setup_logging(level: str, debug: bool) -> None:
     # httpx logs every request URL at INFO; presigned upload URLs carry signatures.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # APScheduler logs every run of every job at INFO: twice a second, forever.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -202,6 +204,8 @@ def _add_ops(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = commands.add_parser("retry", help="queue failed items again (an explicit act: it may cost credits)")
     p.add_argument("items", metavar="ITEM", type=int, nargs="+", help="item numbers, as `status` and `jobs` show them")
     p.set_defaults(handler=_cmd_retry)
+    p = commands.add_parser("plan", help="dry run: what every file now in the inboxes would become, and its cost")
+    p.set_defaults(handler=_cmd_plan)
     p = commands.add_parser("usage", help="each provider's remaining credits")
     p.set_defaults(handler=_cmd_usage)
 
@@ -229,6 +233,17 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
     config = load_rules(Settings.from_env().rules_path(args.config))
     for line in retry(_ledger(), config, args.items):
+        print(line)
+    return ExitCode.OK
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import plan
+    from .rules import load_rules
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    for line in plan(load_rules(settings.rules_path(args.config)), settings):
         print(line)
     return ExitCode.OK
 

@@ -56,7 +56,10 @@ def build_providers(
             raise ConfigError(f"no {name} API key", remedy=f"set {where}")
         if name == "facedub":
             client = FaceDubClient(settings_block.base_url, key.value, transport=transport)
-            provider: FaceDub | DubLab = FaceDub(client, max_concurrent_jobs=settings_block.max_concurrent_jobs)
+            # Waiting for a slot, look every second: GET /jobs* allows 60 a minute, the client window keeps it there.
+            provider: FaceDub | DubLab = FaceDub(
+                client, max_concurrent_jobs=settings_block.max_concurrent_jobs, slot_poll=1.0
+            )
         else:
             provider = DubLab(DubLabClient(settings_block.base_url, key.value, transport=transport))
         states[name] = ProviderState(name, provider, settings_block)

@@ -309,7 +309,7 @@ class Ledger:
 
     def move_job(self, job_id: int, to: str, *, expect: str | Sequence[str] | None = None, **fields: Any) -> Job:
         """Move a job to ``to`` (and set ``fields``), committed before the caller acts on it."""
-        allowed = {"stage", "remote_id", "sent_at", "attempts", "detail", "token"}
+        allowed = {"stage", "remote_id", "sent_at", "attempts", "detail", "token", "estimate"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown job fields: {sorted(unknown)}")

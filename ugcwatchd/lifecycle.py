@@ -49,10 +49,11 @@ class ProviderState:
 class _Hooks:
     """Commits the intent to the ledger right before each paid request (DESIGN §6)."""
 
-    def __init__(self, ledger: Ledger, job: Job, clock: Callable[[], float]) -> None:
+    def __init__(self, ledger: Ledger, job: Job, clock: Callable[[], float], estimate: int) -> None:
         self.ledger = ledger
         self.job = job
         self.clock = clock
+        self.estimate = estimate
         self.stage: str | None = None
 
     async def submitting(self, stage: str, remote_id: str | None) -> None:
@@ -62,7 +63,9 @@ class _Hooks:
         if remote_id is not None:
             fields["remote_id"] = remote_id
         if first:
+            # The estimate goes with the intent: daily budgets add up what was sent, not what was planned.
             fields["attempts"] = self.job.attempts + 1
+            fields["estimate"] = self.estimate
         self.job = self.ledger.move_job(self.job.id, "submitting", expect=("queued", "submitting"), **fields)
 
 
@@ -210,7 +213,7 @@ class Lifecycle:
     async def _submit(self, ps: ProviderState, job: Job) -> None:
         spec = self.spec(job)
         estimate = self._estimate(ps, job)
-        hooks = _Hooks(self.ledger, job, self.clock)
+        hooks = _Hooks(self.ledger, job, self.clock, estimate)
         try:
             remote_id = await ps.provider.submit(spec, hooks)
         except FileChanged as exc:

@@ -81,3 +81,28 @@ def test_ops_remote_failure_then_status_jobs_retry_and_usage(
     assert cli(tmp_path, rules, "retry", "99").returncode == 2
     usage = cli(tmp_path, rules, "usage")
     assert usage.returncode == 0 and usage.stdout.startswith("dublab: plan hobby, active, 3597 seconds of credit left")
+
+
+def test_plan_shows_what_would_happen_and_changes_nothing(tmp_path: Path, media: dict[str, Path]) -> None:
+    for folder in ("faces/inbox", "faces/outbox", "dub/inbox", "dub/outbox"):
+        (tmp_path / folder).mkdir(parents=True)
+    shutil.copy(media["jpeg"], tmp_path / "faces" / "inbox" / "alice.jpg")
+    shutil.copy(media["long.mp4"], tmp_path / "faces" / "inbox" / "alice.mp4")
+    shutil.copy(media["png"], tmp_path / "faces" / "inbox" / "bob.png")
+    shutil.copy(media["video.mp4"], tmp_path / "dub" / "inbox" / "pitch.mp4")
+    shutil.copy(media["notes.mp4"], tmp_path / "dub" / "inbox" / "notes.mp4")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - {name: faces, inbox: faces/inbox, facedub: {}}\n"
+        "  - {name: dub, inbox: dub/inbox, dublab: {to: [de], studio_quality: true}}\n"
+    )
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    result = cli(tmp_path, rules, "plan")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "  alice.facedub <- alice.jpg + alice.mp4: duration 7 s, ~2 credits" in lines
+    assert "  bob.png: waits for its partner" in lines
+    assert "  pitch.de <- pitch.mp4: 3.0 s, ~8 seconds of credit" in lines
+    assert any(line.startswith("  notes.de <- notes.mp4: refused (invalid)") for line in lines)
+    assert lines[-1] == "estimated: facedub ~2 credits, dublab ~8 seconds"
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # no state, no outbox files

@@ -197,3 +197,29 @@ def test_demo_runs_the_tour_and_exits_0(tmp_path: Path) -> None:
     assert "alice.facedub: delivered" in result.stdout and "pitch.de: delivered" in result.stdout
     assert "broken.de: error at validate (invalid)" in result.stdout
     assert "Traceback" not in result.stderr and "ERROR" not in result.stderr
+
+
+def test_run_sighup_with_a_bad_file_keeps_the_old_rules(world: tuple[Path, Path], media: dict[str, Path]) -> None:
+    root, rules = world
+    good = rules.read_text()
+    daemon = DaemonProcess(rules, root / "state")
+    try:
+        wait_for(lambda: "ugcwatchd running" in daemon.text(), timeout=20, what="the daemon to start")
+        rules.write_text(good.replace("dublab: {to: [de, es]}", "dublab: {to: [xx]}"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused, the old rules stay" in daemon.text(), timeout=10, what="the refusal")
+        assert "'xx' is not a supported language" in daemon.text()
+        shutil.copy(media["video.mp4"], root / "dub" / "inbox" / "clip.mp4")  # the old rules still work
+        wait_for(
+            lambda: sidecar(root / "dub" / "outbox" / "clip.es.result.json"), timeout=30, what="the old rules' result"
+        )
+        rules.write_text(good.replace("dublab: {to: [de, es]}", "dublab: {to: [fr]}"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reloaded" in daemon.text(), timeout=10, what="the reload")
+        shutil.copy(media["voice.mp3"], root / "dub" / "inbox" / "voice.mp3")
+        wait_for(
+            lambda: sidecar(root / "dub" / "outbox" / "voice.fr.result.json"), timeout=30, what="the new rules' result"
+        )
+    finally:
+        assert daemon.stop() == 0, daemon.text()[-3000:]
+    assert not (root / "dub" / "outbox" / "voice.de.result.json").exists()

@@ -47,11 +47,15 @@ def stem_of(rel: str) -> str:
     return base
 
 
+# Containers pad a clip by some milliseconds (AAC priming): a 12 s clip measures 12.02 s, not 13 s.
+DURATION_TOLERANCE = 0.05
+
+
 def facedub_duration(action: FaceDubAction, video: MediaInfo) -> int:
     """``auto``: the reference video's length, rounded up, clamped to 1..30 (DESIGN §4.2)."""
     if action.duration != "auto":
         return int(action.duration)
-    return max(1, min(30, math.ceil(round(video.seconds or 1, 3))))
+    return max(1, min(30, math.ceil((video.seconds or 1) - DURATION_TOLERANCE)))
 
 
 def _invalid(c: Candidate, job_names: list[str], message: str | None = None) -> Plan:

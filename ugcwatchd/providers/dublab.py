@@ -190,6 +190,11 @@ def remote_state(dub: Dub) -> RemoteState:
     )
 
 
+def estimate_seconds(seconds: float, studio_quality: bool) -> int:
+    """``ceil(seconds) x (2 if studio quality)``: DubLab bills the measured length (DESIGN §7.4)."""
+    return math.ceil(seconds) * (2 if studio_quality else 1)
+
+
 class DubLab:
     """The DubLab adapter: init-dub, upload, start-dub, with the ledger token in the file name."""
 
@@ -205,8 +210,7 @@ class DubLab:
         return f"{media.stem}.{spec.token}{media.suffix}"
 
     def estimate(self, spec: JobSpec) -> int:
-        """``ceil(seconds) x (2 if studio quality)``; DubLab bills the measured length."""
-        return math.ceil(float(spec.params["seconds"])) * (2 if spec.params.get("studio_quality") else 1)
+        return estimate_seconds(float(spec.params["seconds"]), bool(spec.params.get("studio_quality")))
 
     async def account(self) -> Account:
         me = await self.client.me()

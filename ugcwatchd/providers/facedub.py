@@ -209,6 +209,11 @@ def remote_state(job: Job) -> RemoteState:
     )
 
 
+def estimate_credits(duration: int) -> int:
+    """``ceil(duration / 5)`` credits: the document's example charges 2 for 10 s (DESIGN §7.4)."""
+    return math.ceil(duration / 5)
+
+
 class FaceDub:
     """The FaceDub adapter: job slots counted from the account's own job list, reconciliation by time."""
 
@@ -232,8 +237,7 @@ class FaceDub:
         self._submit_lock = asyncio.Lock()
 
     def estimate(self, spec: JobSpec) -> int:
-        """``ceil(duration / 5)`` credits: the document's example charges 2 for 10 s."""
-        return math.ceil(int(spec.params["duration"]) / 5)
+        return estimate_credits(int(spec.params["duration"]))
 
     async def account(self) -> Account:
         usage = await self.client.usage()

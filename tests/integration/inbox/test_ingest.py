@@ -167,7 +167,7 @@ async def test_ingest_facedub_pairs_by_stem_case_insensitively(
         ("video", "alice.mp4"),
     ]
     (job,) = ledger.jobs_of(item.id)
-    assert job.name == "Alice.facedub" and job.params == {"duration": 4}  # auto: 3.02 s rounded up
+    assert job.name == "Alice.facedub" and job.params == {"duration": 3}  # auto: 3.02 s is a 3 s clip
 
 
 async def test_ingest_lone_file_is_unpaired_after_timeout(world: Path, ledger: Ledger, media: dict[str, Path]) -> None:
@@ -195,7 +195,7 @@ async def test_ingest_folder_batch_needs_its_marker_and_makes_photo_x_video_jobs
         (item,) = await until(lambda: items(ledger), what="the batch")  # type: ignore[misc]
     names = sorted(j.name for j in ledger.jobs_of(item.id))
     assert names == ["shoot1/a+x.facedub", "shoot1/a+y.facedub", "shoot1/b+x.facedub", "shoot1/b+y.facedub"]
-    assert {j.params["duration"] for j in ledger.jobs_of(item.id)} == {4, 3}
+    assert {j.params["duration"] for j in ledger.jobs_of(item.id)} == {3, 2}
 
 
 async def test_ingest_folder_batch_over_the_cap_is_refused(world: Path, ledger: Ledger, media: dict[str, Path]) -> None:
