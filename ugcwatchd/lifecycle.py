@@ -26,6 +26,7 @@ from .rules import Config, DubLabProvider, FaceDubProvider, ResolvedRule
 
 log = logging.getLogger(__name__)
 AUTH_RECHECK = 300.0  # DESIGN §7.1: a paused provider's key is re-checked every 5 minutes
+ACCOUNT_EVERY = 30.0  # credits are read this often, and on every poll while work waits for them
 LOST_AFTER = (3, 60.0)  # 404 three times over a minute: the job is lost remotely
 STAGE_NAMES = {"create": "submit", "init": "submit", "upload": "upload", "start": "start"}
 SUBMISSIONS_AT_ONCE = {"facedub": 1, "dublab": 2}  # FaceDub's adapter waits for its own slots
@@ -43,6 +44,7 @@ class ProviderState:
     remaining: int | None = None  # credits (FaceDub) or seconds (DubLab) at the last check
     reserved: int = 0  # estimates of submissions since that check
     last_poll_ok: float | None = None
+    account_checked: float = 0.0
     submitting: set[int] = field(default_factory=set)
 
 
@@ -143,7 +145,7 @@ class Lifecycle:
         if ps.paused:
             log.info("%s: the key is accepted again; resuming", ps.name)
         ps.paused = None
-        ps.remaining, ps.reserved = account.remaining, 0
+        ps.remaining, ps.reserved, ps.account_checked = account.remaining, 0, self.clock()
 
     def _pause(self, ps: ProviderState, why: str) -> None:
         if not ps.paused:
@@ -315,7 +317,9 @@ class Lifecycle:
         ps = self.providers[name]
         if ps.paused:
             return
-        await self.refresh_account(ps)
+        waiting = any(j.detail.get("held") in ("credits", "budget") for j in self.ledger.jobs_in("held", provider=name))
+        if waiting or self.clock() - ps.account_checked >= ACCOUNT_EVERY:
+            await self.refresh_account(ps)
         jobs = [j for j in self.ledger.jobs_in("submitted", provider=name) if j.remote_id]
         if not jobs:
             ps.last_poll_ok = self.clock()

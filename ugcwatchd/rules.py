@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import glob
-import ipaddress
 import os
 import re
 import string
@@ -34,6 +33,7 @@ from pydantic_core import ErrorDetails
 from . import yamlsource
 from .errors import ConfigError, ConfigProblems, Problem
 from .languages import LANGUAGES
+from .urls import https_or_loopback
 from .yamlsource import PathKey, Source
 
 DEFAULT_IGNORE = (".*", "~$*", "*.part", "*.tmp", "*.crdownload", "@eaDir", "#recycle", "Thumbs.db", "desktop.ini")
@@ -90,20 +90,8 @@ def check_source_language(code: str) -> str:
     return code
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_api_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return url.rstrip("/")
-    if parts.scheme == "http" and parts.hostname and _is_loopback(parts.hostname):
+    if https_or_loopback(url):
         return url.rstrip("/")
     raise ValueError(f"{url!r} is not an https URL (plain http is allowed only on loopback, for the sandbox)")
 

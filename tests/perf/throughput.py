@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -54,10 +56,13 @@ def start_daemon(root: Path, urls: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def drop(root: Path, media: Path, name: str) -> None:
-    for suffix in (".jpg", ".mp4"):
-        temp = root / f".{name}{suffix}"  # hidden while copied, then renamed in: complete at once
-        shutil.copy(media / f"photo{suffix}" if suffix == ".jpg" else media / "clip.mp4", temp)
-        os.replace(temp, root / "inbox" / f"{name}{suffix}")
+    """A pair with a photo of its own: identical content would rightly be refused as a duplicate."""
+    photo = root / f".{name}.jpg"  # hidden while written, then renamed in: complete at once
+    make_photo(photo, size=(320 + int.from_bytes(name.encode(), "big") % 97, 400))
+    os.replace(photo, root / "inbox" / f"{name}.jpg")
+    clip = root / f".{name}.mp4"
+    shutil.copy(media / "clip.mp4", clip)
+    os.replace(clip, root / "inbox" / f"{name}.mp4")
 
 
 def ledger_rows(root: Path) -> list[dict[str, object]]:
@@ -81,19 +86,26 @@ def wait(predicate: object, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def latency(media: Path, work: Path, samples: int) -> dict[str, object]:
-    sandbox, urls = start_sandbox(1.0)
+@contextmanager
+def running(work: Path, job_seconds: float) -> Iterator[dict[str, str]]:
+    """A sandbox and a daemon, both real processes; the sandbox's URLs."""
+    sandbox, urls = start_sandbox(job_seconds)
     daemon = start_daemon(work, urls)
     try:
-        for n in range(samples):
-            drop(work, media, f"solo{n}")
-            wait(lambda n=n: results(work) > n, 60)  # one at a time: a slot is always free
-        rows = ledger_rows(work)
+        yield urls
     finally:
         daemon.terminate()
         daemon.wait(30)
         sandbox.terminate()
         sandbox.wait(10)
+
+
+def latency(media: Path, work: Path, samples: int) -> dict[str, object]:
+    with running(work, 1.0):
+        for n in range(samples):
+            drop(work, media, f"solo{n}")
+            wait(lambda n=n: results(work) > n, 60)  # one at a time: a slot is always free
+        rows = ledger_rows(work)
     delays = sorted(float(r["sent_at"]) - float(r["planned_at"]) for r in rows)  # type: ignore[arg-type]
     median = statistics.median(delays)
     return {
@@ -106,19 +118,12 @@ def latency(media: Path, work: Path, samples: int) -> dict[str, object]:
 
 
 def throughput(media: Path, work: Path, pairs: int, job_seconds: float) -> dict[str, object]:
-    sandbox, urls = start_sandbox(job_seconds)
-    daemon = start_daemon(work, urls)
-    try:
+    with running(work, job_seconds) as urls:
         for n in range(pairs):
             drop(work, media, f"p{n:02d}")
         wait(lambda: results(work) == pairs, pairs * job_seconds + 180)
         answers = httpx.get(f"{urls['facedub']}/sandbox/stats").json()["answers"]
         rows = ledger_rows(work)
-    finally:
-        daemon.terminate()
-        daemon.wait(30)
-        sandbox.terminate()
-        sandbox.wait(10)
     first = min(float(r["sent_at"]) for r in rows)  # type: ignore[arg-type]
     last = max(float(r["detail"]["completed_at"]) for r in rows)  # type: ignore[index]
     achieved = pairs / (last - first) * 60
@@ -131,6 +136,7 @@ def throughput(media: Path, work: Path, pairs: int, job_seconds: float) -> dict[
         "bound_per_minute": round(bound, 3),
         "share_of_bound": round(achieved / bound, 3),
         "answers_429": too_many,
+        "post_jobs_answers": answers.get("POST /jobs"),
         "poll_every_seconds": 1,
         "target_share": 0.95,
         "met": achieved / bound >= 0.95 and too_many == 0,
@@ -142,7 +148,6 @@ def main(job_seconds: float, pairs: int, samples: int) -> dict[str, object]:
     try:
         media = root / "media"
         media.mkdir()
-        make_photo(media / "photo.jpg")
         make_media(media / "clip.mp4", 4)
         return {
             "benchmark": "throughput",

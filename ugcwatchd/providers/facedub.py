@@ -235,6 +235,7 @@ class FaceDub:
         self._active: set[str] = set()
         self._synced = False
         self._submit_lock = asyncio.Lock()
+        self._listed: tuple[float, list[Job]] | None = None
 
     def estimate(self, spec: JobSpec) -> int:
         return estimate_credits(int(spec.params["duration"]))
@@ -246,9 +247,17 @@ class FaceDub:
             PROVIDER, usage.credits_remaining, f"plan {usage.plan}, {usage.credits_remaining} of {total} credits left"
         )
 
-    async def _sync(self) -> list[Job]:
-        """Count the account's queued and processing jobs: those hold its slots, ours or not."""
+    async def _sync(self, *, fresh: bool = False) -> list[Job]:
+        """Count the account's queued and processing jobs: those hold its slots, ours or not.
+
+        Waiting for a slot and polling both read GET /jobs; a list younger than ``slot_poll`` serves
+        both, so together they stay within the 60-a-minute window instead of queueing behind it.
+        """
+        now = asyncio.get_running_loop().time()
+        if not fresh and self._listed is not None and now - self._listed[0] < self.slot_poll * 0.9:
+            return self._listed[1]
         jobs = await self.client.list_jobs()
+        self._listed = (asyncio.get_running_loop().time(), jobs)
         self._active = {j.id for j in jobs if j.active}
         self._synced = True
         return jobs
@@ -266,14 +275,16 @@ class FaceDub:
                 # The window first, then the intent: the intent is committed right before the request.
                 await self.client.windows.acquire("POST /jobs")
                 await hooks.submitting("create", None)
+                self._listed = None  # from here on, a list taken before this POST tells nothing about it
                 try:
                     created = await self.client.create_job(photo, video, duration, counted=True)
                 except RateLimited:
                     # Refused, so nothing was created: someone else holds a slot, or a window is full.
                     # The client already blocks the endpoint for Retry-After; count the slots again.
-                    self._synced = False
+                    self._synced, self._listed = False, None
                     continue
                 self._active.add(created.job_id)
+                self._listed = None  # the list no longer shows every job that holds a slot
                 return created.job_id
 
     async def refresh(self, remote_ids: Collection[str]) -> dict[str, RemoteState]:
@@ -298,7 +309,7 @@ class FaceDub:
 
     async def reconcile(self, intent: Intent, owned: Collection[str]) -> Reconciled:
         """FaceDub takes no client reference: match by creation time and duration (DESIGN §6)."""
-        jobs = await self._sync()
+        jobs = await self._sync(fresh=True)  # never a list that may predate the submission in question
         duration = int(intent.spec.params["duration"])
         low, high = intent.sent_at - CLOCK_SKEW, intent.sent_at + self.reconcile_window + CLOCK_SKEW
         found = tuple(

@@ -7,7 +7,6 @@ This is the one place where httpx's exceptions and status codes become the proje
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import random
 import socket
 import time
@@ -31,6 +30,7 @@ from ..errors import (
     Rejected,
     Transient,
 )
+from ..urls import https_or_loopback
 
 USER_AGENT = f"ugcwatchd/{__version__}"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
@@ -59,24 +59,11 @@ def make_client(
 
 def check_fetchable(url: str) -> None:
     """Only https is fetched, except loopback (the sandbox); DESIGN §7.3."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return
-    if parts.scheme == "http" and _loopback(host):
+    if https_or_loopback(url):
         return
     raise Rejected(
         "download", f"refusing to fetch {_safe_url(url)}: only https URLs are fetched (http only on loopback)"
     )
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _safe_url(url: str) -> str:

@@ -14,7 +14,11 @@ from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-# The server stamps a request a little after we do; waiting this much longer keeps us inside its window.
+# The server stamps a request when it arrives, a little after we count it, and not always equally late:
+# an old request that arrived late and a new one that arrives early are less than a window apart for
+# the server. Our windows are this much longer than the documented ones, so jitter never trips a 429.
+WINDOW_SLACK = 1
+# Waiting out a full window, this much more keeps us inside the server's.
 SAFETY_MARGIN = 0.25
 
 
@@ -22,7 +26,7 @@ class RateWindows:
     """Sliding windows (one minute, as documented), one per endpoint class: ``await acquire("POST /jobs")``."""
 
     def __init__(self, per_window: Mapping[str, int], window_seconds: int = 60) -> None:
-        self._items = {name: RateLimitItemPerSecond(n, window_seconds) for name, n in per_window.items()}
+        self._items = {name: RateLimitItemPerSecond(n, window_seconds + WINDOW_SLACK) for name, n in per_window.items()}
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._lock = asyncio.Lock()
         self._blocked_until: dict[str, float] = {}
@@ -46,10 +50,10 @@ class RateWindows:
                 await asyncio.sleep(pause)
 
     async def seed(self, endpoint_class: str, sent: list[float], now: float | None = None) -> None:
-        """Count requests made before a restart (wall-clock times), so the window is not empty.
+        """Count requests made before a restart (wall-clock times), so the window does not start empty.
 
-        They are counted as if made now, which errs on the safe side; when they already fill the
-        window, the class waits until the oldest that matters would have left it.
+        ``limits`` cannot backdate an entry, so they are counted as if made now: that errs on the safe
+        side, a full window may stay closed for up to one window length after a restart.
         """
         item = self._items.get(endpoint_class)
         if item is None:
@@ -59,8 +63,6 @@ class RateWindows:
         recent = sorted(t for t in sent if now - window < t <= now)
         for _ in range(min(len(recent), item.amount)):
             await self._limiter.hit(item, endpoint_class)
-        if len(recent) >= item.amount:
-            self.hold_off(endpoint_class, recent[len(recent) - item.amount] + window - now + SAFETY_MARGIN)
 
     def hold_off(self, endpoint_class: str, seconds: float) -> None:
         """After a 429: the next request of the class waits ``seconds`` (its Retry-After) first."""

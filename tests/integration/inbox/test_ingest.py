@@ -8,13 +8,14 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from tests.support import until
 from ugcwatchd.inbox.ingest import Ingestion
 from ugcwatchd.ledger import Item, Ledger
 from ugcwatchd.rules import Config, load_rules
@@ -39,17 +40,6 @@ async def ingesting(config: Config, ledger: Ledger) -> AsyncIterator[Ingestion]:
     finally:
         scheduler.shutdown(wait=False)
         ingestion.stop()
-
-
-async def until(probe: Callable[[], object], timeout: float = 15.0, what: str = "the condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def items(ledger: Ledger) -> list[Item]:
