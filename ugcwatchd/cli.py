@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -138,31 +137,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _setup_logging(level: str, debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request URL at INFO; presigned upload URLs carry signatures.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
-    # APScheduler logs every run of every job at INFO: twice a second, forever.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("run", help="run the daemon in the foreground (systemd Type=notify)")
     p.set_defaults(handler=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from . import logs
     from .daemon import Daemon
     from .rules import load_rules
-    from .settings import Settings
+    from .settings import Settings, api_key
 
     settings = Settings.from_env()
-    _setup_logging(settings.log_level, args.debug)
     config = load_rules(settings.rules_path(args.config))
+    keys = [api_key(p, getattr(config.providers, p).api_key, settings).value for p in ("facedub", "dublab")]
+    logs.setup(settings.log_level, settings.log_format, [k.get_secret_value() for k in keys if k], debug=args.debug)
     return asyncio.run(Daemon(config, settings).run())
 
 
@@ -182,7 +171,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from .demo import run_demo
     except ImportError:
         raise MissingExtraError("sandbox", "the demo") from None
-    _setup_logging("warning", args.debug)
+    from . import logs
+
+    logs.setup("warning", "text", debug=args.debug)
     return run_demo(args.folder)
 
 

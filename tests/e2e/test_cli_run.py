@@ -223,3 +223,21 @@ def test_run_sighup_with_a_bad_file_keeps_the_old_rules(world: tuple[Path, Path]
     finally:
         assert daemon.stop() == 0, daemon.text()[-3000:]
     assert not (root / "dub" / "outbox" / "voice.de.result.json").exists()
+
+
+def test_run_logs_with_journald_priorities_under_systemd(world: tuple[Path, Path], media: dict[str, Path]) -> None:
+    root, rules = world
+    log = root / "daemon.log"
+    log.touch()
+    st = os.stat(log)  # what systemd puts in JOURNAL_STREAM: the device and inode of our stderr
+    daemon = DaemonProcess(rules, root / "state", {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    try:
+        shutil.copy(media["video.mp4"], root / "dub" / "inbox" / "clip.mp4")
+        wait_for(lambda: sidecar(root / "dub" / "outbox" / "clip.es.result.json"), timeout=30, what="the result")
+    finally:
+        assert daemon.stop() == 0
+    lines = [line for line in daemon.text().splitlines() if line]
+    assert lines and all(line[0] == "<" and line[2] == ">" for line in lines), lines[:5]
+    assert "<6>ugcwatchd.inbox.ingest: rule dub: planned clip: clip.de, clip.es" in lines
+    assert any(line.startswith("<6>ugcwatchd.lifecycle: dublab: delivered clip.de") for line in lines)
+    assert "dl_sandbox" not in daemon.text()
