@@ -181,6 +181,7 @@ class Daemon:
         self.scheduler.shutdown(wait=False)
         self.ingestion.stop()
         await self.lifecycle.drain(self.stop_within / 2)
+        await self.lifecycle.hooks.aclose()
         for ps in self.providers.values():
             await ps.provider.aclose()
         self.ledger.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AuthRejected, OutOfCredits, ProviderError, RateLimited, Rejected, Transient
+from .hooks import Hooks
 from .ledger import TERMINAL_JOB_STATES, Item, Job, Ledger, StaleTransition
 from .outbox import base_sidecar, delete_input, iso, move_input, remove, sidecar_path, write_json
 from .providers.base import Intent, JobSpec, Provider, RemoteState
@@ -88,6 +89,11 @@ class Lifecycle:
         self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._status_written: dict[int, str] = {}
+        self.hooks = Hooks()
+
+    def _notify(self, item: Item, sidecar: Path, document: dict[str, Any]) -> None:
+        rule = self.rule(item.rule)
+        self.hooks.fire(rule.notify if rule else self.config.notify, sidecar, document)
 
     def rule(self, name: str) -> ResolvedRule | None:
         return next((r for r in self.config.rules if r.name == name), None)
@@ -468,6 +474,7 @@ class Lifecycle:
         )
         write_json(sidecar_path(outbox, job.name, "result"), document)
         remove(sidecar_path(outbox, job.name, "status"))
+        self._notify(item, sidecar_path(outbox, job.name, "result"), document)
         self.ledger.move_job(
             job.id, "delivered", expect="remote_done", detail={**job.detail, "sidecar": "result", "output": output}
         )
@@ -499,6 +506,7 @@ class Lifecycle:
             )
         write_json(sidecar_path(outbox, job.name, "error"), document)
         remove(sidecar_path(outbox, job.name, "status"))
+        self._notify(item, sidecar_path(outbox, job.name, "error"), document)
         self.ledger.annotate_job(job.id, {**d, "sidecar": "error"})
 
     def _write_status(self, job: Job) -> None:
