@@ -18,10 +18,11 @@ import httpx
 import sdnotify
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from .errors import ConfigError
+from .errors import ConfigError, map_os_errors
 from .inbox.ingest import Ingestion
 from .ledger import Ledger
 from .lifecycle import Lifecycle, ProviderState
+from .metrics import Metrics
 from .providers.dublab import DubLab, DubLabClient
 from .providers.facedub import FaceDub, FaceDubClient
 from .rules import Config, load_rules
@@ -44,7 +45,11 @@ class Notifier:
 
 
 def build_providers(
-    config: Config, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    config: Config,
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_answer: Callable[[str], Callable[[int], None]] | None = None,
 ) -> dict[str, ProviderState]:
     """An adapter for each provider some rule uses; a missing key is a configuration error."""
     states: dict[str, ProviderState] = {}
@@ -55,13 +60,15 @@ def build_providers(
             where = f"UGCWATCHD_{name.upper()}_API_KEY, providers.{name}.api_key, or the credential {name}_api_key"
             raise ConfigError(f"no {name} API key", remedy=f"set {where}")
         if name == "facedub":
-            client = FaceDubClient(settings_block.base_url, key.value, transport=transport)
+            counted = on_answer(name) if on_answer else None
+            client = FaceDubClient(settings_block.base_url, key.value, transport=transport, on_answer=counted)
             # Waiting for a slot, look every second: GET /jobs* allows 60 a minute, the client window keeps it there.
             provider: FaceDub | DubLab = FaceDub(
                 client, max_concurrent_jobs=settings_block.max_concurrent_jobs, slot_poll=1.0
             )
         else:
-            provider = DubLab(DubLabClient(settings_block.base_url, key.value, transport=transport))
+            counted = on_answer(name) if on_answer else None
+            provider = DubLab(DubLabClient(settings_block.base_url, key.value, transport=transport, on_answer=counted))
         states[name] = ProviderState(name, provider, settings_block)
     return states
 
@@ -82,7 +89,9 @@ class Daemon:
         self.notifier = Notifier()
         self.stopping = asyncio.Event()
         self.ledger = Ledger.open(settings.resolved_state_dir())
-        self.providers = build_providers(config, settings, transport=transport)
+        self.metrics = Metrics(self.ledger.path, lambda: self.providers) if config.metrics_listen else None
+        answers = self.metrics.answer if self.metrics else None
+        self.providers = build_providers(config, settings, transport=transport, on_answer=answers)
         self.lifecycle = Lifecycle(config, self.ledger, self.providers)
         self.ingestion = Ingestion(config, self.ledger)
         self.scheduler = AsyncIOScheduler()
@@ -167,6 +176,10 @@ class Daemon:
             sent = [j.sent_at for j in self.ledger.jobs_in(*SENT_STATES, provider=name) if j.sent_at is not None]
             await ps.provider.remember(sent)
             await self.lifecycle.refresh_account(ps)
+        if self.metrics is not None and self.config.metrics_listen:
+            with map_os_errors(f"serve metrics on {self.config.metrics_listen}"):
+                self.metrics.serve(self.config.metrics_listen)
+            log.info("metrics on http://%s/metrics", self.config.metrics_listen)
         self.scheduler.start()
         self.ingestion.start(self.scheduler, self._tracked)
         self._schedule()

@@ -241,3 +241,33 @@ def test_run_logs_with_journald_priorities_under_systemd(world: tuple[Path, Path
     assert "<6>ugcwatchd.inbox.ingest: rule dub: planned clip: clip.de, clip.es" in lines
     assert any(line.startswith("<6>ugcwatchd.lifecycle: dublab: delivered clip.de") for line in lines)
     assert "dl_sandbox" not in daemon.text()
+
+
+def test_run_serves_metrics_when_asked(world: tuple[Path, Path], media: dict[str, Path]) -> None:
+    root, rules = world
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rules.write_text(f"metrics_listen: 127.0.0.1:{port}\n" + rules.read_text())
+    daemon = DaemonProcess(rules, root / "state")
+    try:
+        shutil.copy(media["video.mp4"], root / "dub" / "inbox" / "clip.mp4")
+        wait_for(lambda: sidecar(root / "dub" / "outbox" / "clip.es.result.json"), timeout=30, what="the result")
+        wait_for(lambda: "ugcwatchd_items" in _scrape(port), timeout=10, what="the metrics endpoint")
+        text = _scrape(port)
+    finally:
+        assert daemon.stop() == 0, daemon.text()[-2000:]
+    assert 'ugcwatchd_jobs{provider="dublab",state="delivered"} 2.0' in text
+    assert 'ugcwatchd_credits_charged_total{provider="dublab"} 6.0' in text
+    assert 'ugcwatchd_provider_paused{provider="facedub"} 0.0' in text
+    assert 'ugcwatchd_api_answers_total{provider="dublab",status="200"}' in text
+    assert 'ugcwatchd_credits_remaining{provider="dublab"}' in text and "ugcwatchd_last_poll_age_seconds" in text
+
+
+def _scrape(port: int) -> str:
+    import httpx
+
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return ""

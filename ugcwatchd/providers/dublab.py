@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +88,14 @@ class DubLabClient:
         transport: httpx.AsyncBaseTransport | None = None,
         get_attempts: int = 3,
         retry_base: float = 0.5,
+        on_answer: Callable[[int], None] | None = None,
     ) -> None:
         self._api = make_client(base_url, headers={"apikey": api_key.get_secret_value()}, transport=transport)
         # The presigned URL is another host: the apikey header must never reach it (DESIGN §7.3).
         self._bare = make_client(transport=transport)
         self.get_attempts = get_attempts
         self.retry_base = retry_base
+        self.on_answer = on_answer  # metrics: every answer's status
 
     async def aclose(self) -> None:
         await self._api.aclose()
@@ -108,6 +110,8 @@ class DubLabClient:
     async def _send(self, method: str, path: str, *, mutating: bool = False, **kw: Any) -> httpx.Response:
         with map_transport_errors(PROVIDER, mutating=mutating):
             response = await self._api.request(method, path, **kw)
+        if self.on_answer is not None:
+            self.on_answer(response.status_code)
         raise_for_answer(PROVIDER, response, mutating=mutating)
         return response
 

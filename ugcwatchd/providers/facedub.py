@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class FaceDubClient:
         windows: RateWindows | None = None,
         get_attempts: int = 3,
         retry_base: float = 0.5,
+        on_answer: Callable[[int], None] | None = None,
     ) -> None:
         self._api = make_client(
             base_url, headers={"Authorization": f"Bearer {api_key.get_secret_value()}"}, transport=transport
@@ -90,6 +91,7 @@ class FaceDubClient:
         self.windows = windows or RateWindows(DOCUMENTED_WINDOWS)
         self.get_attempts = get_attempts
         self.retry_base = retry_base
+        self.on_answer = on_answer  # metrics: every answer's status
 
     async def aclose(self) -> None:
         await self._api.aclose()
@@ -108,6 +110,8 @@ class FaceDubClient:
             await self.windows.acquire(window)
         with map_transport_errors(PROVIDER, mutating=mutating):
             response = await self._api.request(method, path, **kw)
+        if self.on_answer is not None:
+            self.on_answer(response.status_code)
         if response.status_code == 429:
             try:
                 raise_for_answer(PROVIDER, response, mutating=mutating)

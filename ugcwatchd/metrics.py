@@ -1,0 +1,97 @@
+"""Prometheus metrics (``metrics_listen:``, off by default): what monitoring needs to see stuck work.
+
+Counts of items and jobs come from the ledger at scrape time, through a read-only connection of the
+scrape's own (the HTTP server runs in another thread); provider state comes from the running daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .lifecycle import ProviderState
+
+
+class _State(Collector):
+    def __init__(
+        self, ledger_path: Path, providers: Callable[[], dict[str, ProviderState]], clock: Callable[[], float]
+    ) -> None:
+        self.ledger_path = ledger_path
+        self.providers = providers
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        items = GaugeMetricFamily("ugcwatchd_items", "Items by state", labels=["state"])
+        jobs = GaugeMetricFamily(
+            "ugcwatchd_jobs", "Jobs by provider and state (queued is the queue depth)", labels=["provider", "state"]
+        )
+        charged = CounterMetricFamily(
+            "ugcwatchd_credits_charged", "Credits (DubLab: seconds) charged for delivered jobs", labels=["provider"]
+        )
+        db = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=5)
+        try:
+            for state, count in db.execute("SELECT state, COUNT(*) FROM items GROUP BY state"):
+                items.add_metric([state], count)
+            for provider, state, count in db.execute(
+                "SELECT provider, state, COUNT(*) FROM jobs GROUP BY provider, state"
+            ):
+                jobs.add_metric([provider, state], count)
+            totals: dict[str, float] = {}
+            for provider, detail in db.execute("SELECT provider, detail FROM jobs WHERE state = 'delivered'"):
+                remote = json.loads(detail or "{}").get("remote") or {}
+                totals[provider] = totals.get(provider, 0.0) + float(remote.get("credits_charged") or 0)
+            for provider, total in totals.items():
+                charged.add_metric([provider], total)
+        finally:
+            db.close()
+        yield from (items, jobs, charged)
+        remaining = GaugeMetricFamily(
+            "ugcwatchd_credits_remaining", "Credits (DubLab: seconds) left at the last check", labels=["provider"]
+        )
+        paused = GaugeMetricFamily(
+            "ugcwatchd_provider_paused", "1 while the provider refuses our key", labels=["provider"]
+        )
+        poll_age = GaugeMetricFamily(
+            "ugcwatchd_last_poll_age_seconds", "Seconds since the last successful poll", labels=["provider"]
+        )
+        for name, ps in self.providers().items():
+            if ps.remaining is not None:
+                remaining.add_metric([name], ps.remaining)
+            paused.add_metric([name], 1 if ps.paused else 0)
+            if ps.last_poll_ok is not None:
+                poll_age.add_metric([name], self.clock() - ps.last_poll_ok)
+        yield from (remaining, paused, poll_age)
+
+
+class Metrics:
+    def __init__(
+        self,
+        ledger_path: Path,
+        providers: Callable[[], dict[str, ProviderState]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.answers = Counter(
+            "ugcwatchd_api_answers",
+            "Answers from the providers' APIs by HTTP status (429s included)",
+            ["provider", "status"],
+            registry=self.registry,
+        )
+        self.registry.register(_State(ledger_path, providers, clock))
+
+    def answer(self, provider: str) -> Callable[[int], None]:
+        """A callback for one provider's client: counts each answer by status."""
+        return lambda status: self.answers.labels(provider, str(status)).inc()
+
+    def serve(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
