@@ -390,6 +390,26 @@ class Ledger:
             query, args = query + " AND provider = ?", (*states, provider)
         return [_job(r) for r in self._db.execute(query + " ORDER BY id", args)]
 
+    def failed_jobs_of_open_items(self) -> list[Job]:
+        """Failed jobs whose item is still open: only these may still lack their error sidecar.
+
+        A closed item had every sidecar written, so months of history are never read again here.
+        """
+        rows = self._db.execute(
+            "SELECT jobs.* FROM jobs JOIN items ON items.id = jobs.item_id"
+            " WHERE jobs.state = 'failed' AND items.state NOT IN ('delivered', 'failed') ORDER BY jobs.id"
+        )
+        return [_job(r) for r in rows]
+
+    def estimated_since(self, provider: str, since: float) -> int:
+        """The estimates of the jobs of ``provider`` sent at or after ``since`` (for daily budgets)."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND sent_at >= ?"
+            " AND state IN ('submitting', 'submitted', 'remote_done', 'delivered')",
+            (provider, since),
+        ).fetchone()
+        return int(row[0])
+
     def open_item_with_input(self, path: str) -> Item | None:
         """The unfinished item that already holds the file at ``path``, if any."""
         row = self._db.execute(

@@ -116,11 +116,7 @@ class Lifecycle:
 
     def _spent_today(self, provider: str) -> int:
         midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-        return sum(
-            j.estimate or 0
-            for j in self.ledger.jobs_in("submitting", "submitted", "remote_done", "delivered", provider=provider)
-            if j.sent_at is not None and j.sent_at >= midnight
-        )
+        return self.ledger.estimated_since(provider, midnight)
 
     def hold_reason(self, ps: ProviderState, job: Job) -> str | None:
         """Why ``job`` must wait for credits or the daily budget, or None (DESIGN §7.1)."""
@@ -431,7 +427,7 @@ class Lifecycle:
         for job in self.ledger.jobs_in("remote_done"):
             if self._due(job):
                 await self._deliver_result(job)
-        for job in self.ledger.jobs_in("failed"):
+        for job in self.ledger.failed_jobs_of_open_items():
             if not job.detail.get("sidecar"):
                 self._write_error(job)
         for job in self.ledger.jobs_in("queued", "submitting", "submitted", "held", "ambiguous"):

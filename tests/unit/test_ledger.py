@@ -120,3 +120,23 @@ def test_ledger_unreadable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(LedgerError, match="state folder"):
         Ledger.open(blocker / "state")
+
+
+def test_ledger_failed_jobs_of_closed_items_are_not_read_again(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    open_item, closed_item = add(ledger, key="open"), add(ledger, key="closed")
+    for item_id in (open_item, closed_item):
+        for job in ledger.jobs_of(item_id):
+            ledger.move_job(job.id, "failed")
+    ledger.move_item(closed_item, "failed")
+    assert {j.item_id for j in ledger.failed_jobs_of_open_items()} == {open_item}
+
+
+def test_ledger_estimates_sent_since_add_up_for_budgets(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    first, second = ledger.jobs_of(add(ledger))
+    ledger.move_job(first.id, "submitting", sent_at=100.0, estimate=4)
+    ledger.move_job(second.id, "submitting", sent_at=50.0, estimate=7)
+    assert ledger.estimated_since("dublab", 60.0) == 4
+    assert ledger.estimated_since("dublab", 0.0) == 11
+    assert ledger.estimated_since("facedub", 0.0) == 0

@@ -95,7 +95,8 @@ async def test_ingest_slow_writer_is_taken_only_when_complete(
                 time.sleep(0.2)  # a copy over a slow share: pauses shorter than stable_after
         finished.set()
 
-    async with ingesting(rules(world, dub_rule(world)), ledger):
+    # stable_after 1 s against 0.2 s pauses: only a writer stalled five times over could look complete.
+    async with ingesting(rules(world, dub_rule(world, ", stable_after: 1s")), ledger):
         writer = threading.Thread(target=write_slowly)
         writer.start()
         while not finished.is_set():

@@ -374,7 +374,8 @@ def test_facedub_stream_requires_a_jwt_not_an_api_key(sandbox: Sandbox, media: d
         assert fd.get(f"/jobs/{job_id}/stream", params={"token": token + "x"}).status_code == 401
 
 
-def test_facedub_stream_sends_each_change_until_completed(sandbox: Sandbox, media: dict[str, Path]) -> None:
+def test_facedub_stream_sends_each_change_until_completed(make_sandbox: SandboxFactory, media: dict[str, Path]) -> None:
+    sandbox = make_sandbox(job_seconds=2.0)  # long enough to see several stages even on a loaded machine
     with facedub(sandbox) as fd:
         job_id = post_job(fd, media).json()["job_id"]
         token = fd.post("/sandbox/token").json()["token"]
