@@ -101,8 +101,9 @@ class Lifecycle:
     # -- specs and estimates ----------------------------------------------------------------------
 
     def spec(self, job: Job) -> JobSpec:
-        inputs = {i.role: Path(i.path) for i in self.ledger.inputs_of(job.item_id)}
-        by_rel = {i.name: Path(i.path) for i in self.ledger.inputs_of(job.item_id)}
+        taken = self.ledger.inputs_of(job.item_id)
+        inputs = {i.role: Path(i.path) for i in taken}
+        by_rel = {i.name: Path(i.path) for i in taken}
         if job.provider == "facedub":
             if "photo" in job.params:  # a batch job names its pair
                 files = (by_rel[job.params["photo"]], by_rel[job.params["video"]])

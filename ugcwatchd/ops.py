@@ -36,8 +36,9 @@ def _job_row(item: Item, job: Job) -> dict[str, Any]:
 
 
 def status(ledger: Ledger) -> dict[str, Any]:
-    running = [_job_row(i, j) for i, j in ledger.all_jobs() if j.state in ACTIVE[1:]]
-    held = [_job_row(i, j) for i, j in ledger.all_jobs() if j.state in ("held", "ambiguous")]
+    every = ledger.all_jobs()
+    running = [_job_row(i, j) for i, j in every if j.state in ACTIVE[1:]]
+    held = [_job_row(i, j) for i, j in every if j.state in ("held", "ambiguous")]
     return {
         "items": ledger.counts(),
         "jobs": ledger.job_counts(),
