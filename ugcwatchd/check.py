@@ -11,10 +11,9 @@ from pathlib import Path
 import httpx
 
 from .errors import AuthRejected, Problem, RateLimited, Transient, UgcwatchdError
-from .providers.dublab import DubLabClient
-from .providers.facedub import FaceDubClient
+from .providers import registry
 from .rules import Config, DubLabAction, FaceDubAction, Inbox, ResolvedRule
-from .settings import ApiKey, Provider, Settings, api_key
+from .settings import ApiKey, Settings, api_key
 
 
 @dataclass
@@ -121,10 +120,10 @@ def _describe_rule(rule: ResolvedRule, inboxes: list[Inbox], report: Report) -> 
             report.lines.append(f"    failed  {inbox.failed_dir}")
 
 
-def provider_keys(config: Config, settings: Settings) -> dict[Provider, ApiKey]:
+def provider_keys(config: Config, settings: Settings) -> dict[str, ApiKey]:
     """The key of each provider that some rule uses."""
     used = sorted({rule.provider for rule in config.rules})
-    return {p: api_key(p, getattr(config.providers, p).api_key, settings) for p in used}
+    return {p: api_key(p, config.providers.settings(p).api_key, settings) for p in used}
 
 
 def check_offline(config: Config, settings: Settings) -> Report:
@@ -137,7 +136,7 @@ def check_offline(config: Config, settings: Settings) -> Report:
         for inbox in inboxes:
             _check_inbox(config, inbox, report)
     for provider, key in provider_keys(config, settings).items():
-        p = getattr(config.providers, provider)
+        p = config.providers.settings(provider)
         key_text = f"key from {key.origin}" if key.present else "no key"
         report.lines.append(f"provider {provider}: {p.base_url}, {key_text}, poll every {_seconds(p.poll_every)}")
         if not key.present:
@@ -157,24 +156,16 @@ async def check_online(
         if key.value is None or not key.present:
             report.problems.append(config.problem(where, f"no {provider} API key, so it cannot be verified"))
             continue
-        base_url = getattr(config.providers, provider).base_url
+        adapter = registry.build_provider(provider, config.providers.settings(provider), key.value, transport=transport)
         try:
-            if provider == "facedub":
-                async with FaceDubClient(base_url, key.value, transport=transport) as fd:
-                    usage = await fd.usage()
-                report.lines.append(
-                    f"facedub: key accepted; plan {usage.plan}, {usage.credits_remaining} of "
-                    f"{usage.credits_limit + usage.bonus_credits} credits left"
-                )
-            else:
-                async with DubLabClient(base_url, key.value, transport=transport) as dl:
-                    me = await dl.me()
-                    live = {lang.code for lang in await dl.langs()}
-                plan = (
-                    f"plan {me.subscriptionPlan}, {me.subscriptionStatus}" if me.subscriptionPlan else "no subscription"
-                )
-                report.lines.append(f"dublab: key accepted; {plan}, {me.seconds} seconds of credit left")
-                _check_live_languages(config, live, report)
+            try:
+                account = await adapter.account()
+                live = await adapter.languages()
+            finally:
+                await adapter.aclose()
+            report.lines.append(f"{provider}: key accepted; {account.description}")
+            if live is not None:
+                _check_live_languages(config, provider, live, report)
         except AuthRejected as exc:
             report.problems.append(
                 config.problem(
@@ -187,10 +178,11 @@ async def check_online(
             ) from None
 
 
-def _check_live_languages(config: Config, live: set[str], report: Report) -> None:
+def _check_live_languages(config: Config, provider: str, live: frozenset[str], report: Report) -> None:
+    """Every target language of ``provider``'s rules must be in the provider's current list."""
     for rule in config.rules:
-        if isinstance(rule.action, DubLabAction):
+        if rule.provider == provider and isinstance(rule.action, DubLabAction):
             for n, code in enumerate(rule.action.to):
                 if code not in live:
-                    path = ("rules", rule.index, "dublab", "to", n)
+                    path = ("rules", rule.index, provider, "to", n)
                     report.problems.append(config.problem(path, f"{code!r} is not in DubLab's current language list"))

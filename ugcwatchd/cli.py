@@ -1,4 +1,4 @@
-"""The command line (DESIGN §3): ``ugcwatchd [-c RULES] [--debug] COMMAND``."""
+"""The command line: ``ugcwatchd [-c RULES] [--debug] COMMAND``."""
 
 from __future__ import annotations
 
@@ -145,12 +145,14 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .daemon import Daemon
+    from .providers import registry
     from .rules import load_rules
     from .settings import Settings, api_key
 
     settings = Settings.from_env()
     config = load_rules(settings.rules_path(args.config))
-    keys = [api_key(p, getattr(config.providers, p).api_key, settings).value for p in ("facedub", "dublab")]
+    # Every provider's key is masked in the logs, used by a rule or not.
+    keys = [api_key(p, config.providers.settings(p).api_key, settings).value for p in registry.names()]
     logs.setup(settings.log_level, settings.log_format, [k.get_secret_value() for k in keys if k], debug=args.debug)
     return asyncio.run(Daemon(config, settings).run())
 

@@ -1,4 +1,4 @@
-"""The daemon (DESIGN §2, §10): the one place that wires rules, ledger, ingestion and providers.
+"""The daemon: the one place that wires rules, ledger, ingestion and providers.
 
 One event loop; APScheduler 3.11's AsyncIOScheduler runs every periodic step (in-memory job store,
 jobs made at start, coalesced, one instance each); watchdog observers live in their own threads.
@@ -23,13 +23,12 @@ from .inbox.ingest import Ingestion
 from .ledger import Ledger
 from .lifecycle import Lifecycle, ProviderState
 from .metrics import Metrics
-from .providers.dublab import DubLab, DubLabClient
-from .providers.facedub import FaceDub, FaceDubClient
+from .providers.registry import build_provider
 from .rules import Config, load_rules
 from .settings import Settings, api_key
+from .states import SENT_JOB_STATES
 
 log = logging.getLogger(__name__)
-SENT_STATES = ("submitting", "submitted", "remote_done", "delivered", "failed", "held", "ambiguous")
 JOB_OPTIONS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 
 
@@ -54,21 +53,13 @@ def build_providers(
     """An adapter for each provider some rule uses; a missing key is a configuration error."""
     states: dict[str, ProviderState] = {}
     for name in sorted({rule.provider for rule in config.rules}):
-        settings_block = getattr(config.providers, name)
+        settings_block = config.providers.settings(name)
         key = api_key(name, settings_block.api_key, settings)
         if key.value is None or not key.present:
             where = f"UGCWATCHD_{name.upper()}_API_KEY, providers.{name}.api_key, or the credential {name}_api_key"
             raise ConfigError(f"no {name} API key", remedy=f"set {where}")
-        if name == "facedub":
-            counted = on_answer(name) if on_answer else None
-            client = FaceDubClient(settings_block.base_url, key.value, transport=transport, on_answer=counted)
-            # Waiting for a slot, look every second: GET /jobs* allows 60 a minute, the client window keeps it there.
-            provider: FaceDub | DubLab = FaceDub(
-                client, max_concurrent_jobs=settings_block.max_concurrent_jobs, slot_poll=1.0
-            )
-        else:
-            counted = on_answer(name) if on_answer else None
-            provider = DubLab(DubLabClient(settings_block.base_url, key.value, transport=transport, on_answer=counted))
+        counted = on_answer(name) if on_answer else None
+        provider = build_provider(name, settings_block, key.value, transport=transport, on_answer=counted)
         states[name] = ProviderState(name, provider, settings_block)
     return states
 
@@ -146,7 +137,7 @@ class Daemon:
         self.notifier.send(f"STATUS={self.status()}")
 
     async def reload(self) -> None:
-        """SIGHUP: load the rules again; an invalid file keeps the old rules (DESIGN §10)."""
+        """SIGHUP: load the rules again; an invalid file keeps the old rules."""
         monotonic_usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}")
         try:
@@ -173,7 +164,7 @@ class Daemon:
     async def run(self) -> int:
         self._signals()
         for name, ps in self.providers.items():
-            sent = [j.sent_at for j in self.ledger.jobs_in(*SENT_STATES, provider=name) if j.sent_at is not None]
+            sent = [j.sent_at for j in self.ledger.jobs_in(*SENT_JOB_STATES, provider=name) if j.sent_at is not None]
             await ps.provider.remember(sent)
             await self.lifecycle.refresh_account(ps)
         if self.metrics is not None and self.config.metrics_listen:

@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes (DESIGN §3)."""
+    """Process exit codes; 78 is EX_CONFIG, which the unit file tells systemd not to restart on."""
 
     OK = 0
     RUNTIME = 1  # e.g. a provider unreachable
@@ -77,9 +77,18 @@ class MissingExtraError(UgcwatchdError):
         )
 
 
-class ProviderError(UgcwatchdError):
-    """A provider's answer (or its absence), classified for the daemon to act on (DESIGN §7.1).
+class LedgerError(UgcwatchdError):
+    """The ledger cannot be opened or used."""
 
+
+class StaleTransition(UgcwatchdError):
+    """A row was not in the state a transition expected: someone else moved it first."""
+
+
+class ProviderError(UgcwatchdError):
+    """A provider's answer (or its absence), classified for the daemon to act on.
+
+    What each class means for a job is decided in one table, ``ugcwatchd.lifecycle.disposition``.
     ``message`` is one sentence for a person; ``provider_error`` keeps the provider's own words.
     """
 

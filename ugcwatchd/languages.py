@@ -1,4 +1,4 @@
-"""DubLab's supported languages, transcribed from its document (seeds/001).
+"""DubLab's supported languages, transcribed from its published API document.
 
 Data, not logic: the sandbox serves it at ``GET /api/langs`` and the rules checker uses it when it
 cannot ask the provider (``check --offline``). Online, the provider's own list is authoritative.

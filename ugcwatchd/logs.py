@@ -1,4 +1,4 @@
-"""Logging (DESIGN §4.1): journald priorities under systemd, text on a terminal, JSON on request.
+"""Logging: journald priorities under systemd, text on a terminal, JSON on request.
 
 Every record passes a redaction filter that replaces each known secret with ``***``: keys never reach
 a log line, whatever a library or a message puts in it.

@@ -1,4 +1,4 @@
-"""Operator commands over the ledger (DESIGN §3): status, jobs, retry, usage."""
+"""Operator commands over the ledger: status, jobs, retry, usage."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from .ledger import Item, Job, Ledger
 from .outbox import iso, move_input, remove, sidecar_path
 from .rules import Config
 from .settings import Settings
-
-ACTIVE = ("queued", "submitting", "submitted", "remote_done")
-NOT_RETRIED = frozenset({"invalid", "unpaired", "ambiguous_pair", "too_many_jobs", "duplicate"})
+from .states import PLANNING_CODES, RUNNING_JOB_STATES, WAITING_JOB_STATES, ItemState, JobState
 
 
 def _job_row(item: Item, job: Job) -> dict[str, Any]:
@@ -27,9 +25,9 @@ def _job_row(item: Item, job: Job) -> dict[str, Any]:
         "state": job.state,
         "stage": job.stage,
         "remote_id": job.remote_id,
-        "held": job.detail.get("held"),
-        "code": job.detail.get("code"),
-        "message": job.detail.get("message"),
+        "held": job.held,
+        "code": job.failure.code if job.failure else None,
+        "message": job.failure.message if job.failure else None,
         "attempts": job.attempts,
         "outbox": item.outbox,
     }
@@ -37,8 +35,8 @@ def _job_row(item: Item, job: Job) -> dict[str, Any]:
 
 def status(ledger: Ledger) -> dict[str, Any]:
     every = ledger.all_jobs()
-    running = [_job_row(i, j) for i, j in every if j.state in ACTIVE[1:]]
-    held = [_job_row(i, j) for i, j in every if j.state in ("held", "ambiguous")]
+    running = [_job_row(i, j) for i, j in every if j.state in RUNNING_JOB_STATES]
+    held = [_job_row(i, j) for i, j in every if j.state in WAITING_JOB_STATES]
     return {
         "items": ledger.counts(),
         "jobs": ledger.job_counts(),
@@ -69,7 +67,7 @@ def print_status(report: dict[str, Any]) -> None:
 
 
 def jobs(ledger: Ledger, state: str | None) -> list[dict[str, Any]]:
-    return [_job_row(i, j) for i, j in ledger.all_jobs(state)]
+    return [_job_row(i, j) for i, j in ledger.all_jobs(JobState(state) if state else None)]
 
 
 def print_jobs(rows: list[dict[str, Any]]) -> None:
@@ -90,15 +88,11 @@ def retry(ledger: Ledger, config: Config, item_ids: list[int]) -> list[str]:
             raise UsageError(
                 f"there is no item {item_id}", remedy="see `ugcwatchd status` or `ugcwatchd jobs`"
             ) from None
-        again = [
-            j
-            for j in ledger.jobs_of(item_id)
-            if j.state in ("failed", "ambiguous") and j.detail.get("code") not in NOT_RETRIED
-        ]
+        every = ledger.jobs_of(item_id)
+        planning = [j for j in every if j.failure is not None and j.failure.code in PLANNING_CODES]
+        again = [j for j in every if j.state in (JobState.FAILED, JobState.AMBIGUOUS) and j not in planning]
         if not again:
-            refused = sorted(
-                {str(j.detail.get("code")) for j in ledger.jobs_of(item_id) if j.detail.get("code") in NOT_RETRIED}
-            )
+            refused = sorted({str(j.failure.code) for j in planning if j.failure is not None})
             if refused:
                 raise UsageError(
                     f"item {item_id} was refused before anything was sent ({', '.join(refused)})",
@@ -109,8 +103,8 @@ def retry(ledger: Ledger, config: Config, item_ids: list[int]) -> list[str]:
         for job in again:
             remove(sidecar_path(Path(item.outbox), job.name, "error"))
             ledger.requeue(job.id)
-        if item.state == "failed":
-            ledger.move_item(item_id, "planned")
+        if item.state == ItemState.FAILED:
+            ledger.move_item(item_id, ItemState.PLANNED)
         done.append(f"item {item_id}: {', '.join(j.name for j in again)} queued again")
     return done
 

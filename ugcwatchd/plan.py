@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .inbox.ingest import InboxIngest
 from .ledger import FILE_NAME, Ledger
-from .providers.dublab import estimate_seconds
-from .providers.facedub import estimate_credits
+from .providers import registry
 from .rules import Config
 from .settings import Settings
+from .states import ItemState, JobState
 
 
 def _scratch(settings: Settings, folder: Path) -> Ledger:
@@ -33,38 +33,30 @@ def _scratch(settings: Settings, folder: Path) -> Ledger:
 
 async def _plan(config: Config, ledger: Ledger) -> list[str]:
     lines: list[str] = []
-    totals = {"facedub": 0, "dublab": 0}
-    first_new = max(
-        (i.id for i in ledger.items_in("waiting", "planned", "running", "held", "delivered", "failed")), default=0
-    )
+    totals = dict.fromkeys(registry.names(), 0)
+    first_new = max((i.id for i in ledger.items_in(*ItemState)), default=0)
     for rule in config.rules:
         for inbox in rule.inboxes():
             ingest = InboxIngest(inbox, ledger, poll=True)
             ingest.stability.stable_after = 0.0  # a dry run takes every file as complete now
             await ingest.tick()
             lines.append(f"rule {rule.name}: {inbox.path}" + (f"  (paused: {ingest.paused})" if ingest.paused else ""))
-            for item in ledger.items_in("planned"):
+            for item in ledger.items_in(ItemState.PLANNED):
                 if item.id <= first_new or item.inbox != str(inbox.path) or item.rule != rule.name:
                     continue
                 names = " + ".join(i.name for i in ledger.inputs_of(item.id))
                 for job in ledger.jobs_of(item.id):
-                    if job.state == "failed":
-                        lines.append(
-                            f"  {job.name} <- {names}: refused ({job.detail.get('code')}): {job.detail.get('message')}"
-                        )
+                    if job.state == JobState.FAILED:
+                        failure = job.detail.failure
+                        code, message = (failure.code, failure.message) if failure else (None, None)
+                        lines.append(f"  {job.name} <- {names}: refused ({code}): {message}")
                         continue
-                    if rule.provider == "facedub":
-                        cost = estimate_credits(int(job.params["duration"]))
-                        lines.append(f"  {job.name} <- {names}: duration {job.params['duration']} s, ~{cost} credits")
-                    else:
-                        cost = estimate_seconds(float(job.params["seconds"]), bool(job.params.get("studio_quality")))
-                        lines.append(
-                            f"  {job.name} <- {names}: {job.params['seconds']:.1f} s, ~{cost} seconds of credit"
-                        )
-                    totals[rule.provider] += cost
+                    lines.append(f"  {job.name} <- {names}: {registry.describe_job(rule.provider, job.params)}")
+                    totals[rule.provider] += registry.estimate_params(rule.provider, job.params)
             for candidate in ingest.candidates.values():
                 lines.append(f"  {candidate.seen.rel}: waits for its partner")
-    lines.append(f"estimated: facedub ~{totals['facedub']} credits, dublab ~{totals['dublab']} seconds")
+    estimated = (f"{name} ~{total} {registry.budget_unit(name)}" for name, total in totals.items())
+    lines.append(f"estimated: {', '.join(estimated)}")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""Settings from the environment (DESIGN §4.1) and where API keys come from.
+"""Settings from the ``UGCWATCHD_*`` environment variables, and where API keys come from.
 
 Keys are held as :class:`~pydantic.SecretStr`, whose ``str`` and ``repr`` are masked, so a key cannot
 reach a log line or an error message by accident.
@@ -18,7 +18,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import ConfigError, ConfigProblems, Problem
 
 DEFAULT_RULES = Path("/etc/ugcwatchd/rules.yaml")
-Provider = Literal["facedub", "dublab"]
 
 
 class Settings(BaseSettings):
@@ -79,15 +78,16 @@ class ApiKey:
 
 
 def api_key(
-    provider: Provider, from_rules: SecretStr | None, settings: Settings, env: Mapping[str, str] | None = None
+    provider: str, from_rules: SecretStr | None, settings: Settings, env: Mapping[str, str] | None = None
 ) -> ApiKey:
     """The key for ``provider``: the rules file, then ``UGCWATCHD_*_API_KEY``, then systemd credentials."""
     env = os.environ if env is None else env
     if from_rules is not None and from_rules.get_secret_value():
         return ApiKey(from_rules, f"providers.{provider}.api_key in the rules file")
-    from_env = settings.facedub_api_key if provider == "facedub" else settings.dublab_api_key
+    variable = f"UGCWATCHD_{provider.upper()}_API_KEY"
+    from_env = _env_key(provider, settings, env, variable)
     if from_env is not None and from_env.get_secret_value():
-        return ApiKey(from_env, f"UGCWATCHD_{provider.upper()}_API_KEY")
+        return ApiKey(from_env, variable)
     credentials = env.get("CREDENTIALS_DIRECTORY")
     if credentials:
         path = Path(credentials) / f"{provider}_api_key"
@@ -100,3 +100,14 @@ def api_key(
         if text:
             return ApiKey(SecretStr(text), f"systemd credential {provider}_api_key")
     return ApiKey(None, "not set")
+
+
+def _env_key(provider: str, settings: Settings, env: Mapping[str, str], variable: str) -> SecretStr | None:
+    """``settings.<provider>_api_key``; for a provider without such a field, the variable itself."""
+    field = f"{provider}_api_key"
+    if field in Settings.model_fields:
+        value = getattr(settings, field)
+        assert value is None or isinstance(value, SecretStr)
+        return value
+    text = env.get(variable)
+    return SecretStr(text) if text is not None else None

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from ugcwatchd.ledger import SCHEMA_VERSION, InputFile, Ledger, LedgerError, PlannedJob, StaleTransition
+from ugcwatchd.ledger import (
+    SCHEMA_VERSION,
+    Failure,
+    InputFile,
+    JobDetail,
+    Ledger,
+    LedgerError,
+    PlannedJob,
+    StaleTransition,
+)
+from ugcwatchd.states import ErrorCode, FailStage
 
 
 def add(ledger: Ledger, *, key: str = "clip", jobs: tuple[str, ...] = ("clip.de", "clip.es")) -> int:
@@ -58,13 +68,15 @@ def test_ledger_job_moves_along_the_state_machine_with_events(tmp_path: Path) ->
     ledger = Ledger.open(tmp_path)
     job = ledger.jobs_of(add(ledger))[0]
     ledger.move_job(job.id, "submitting", expect="queued", stage="init", sent_at=100.0)
-    moved = ledger.move_job(job.id, "submitted", expect="submitting", remote_id="r-1", detail={"a": 1})
+    moved = ledger.move_job(
+        job.id, "submitted", expect="submitting", remote_id="r-1", detail=JobDetail(submitted_at=101.0)
+    )
     assert (moved.state, moved.remote_id, moved.stage, moved.sent_at, moved.detail) == (
         "submitted",
         "r-1",
         "init",
         100.0,
-        {"a": 1},
+        JobDetail(submitted_at=101.0),
     )
     kinds = [kind for kind, _ in ledger.events(job.item_id)]
     assert kinds == ["item planned", "job queued -> submitting", "job submitting -> submitted"]
@@ -140,3 +152,42 @@ def test_ledger_estimates_sent_since_add_up_for_budgets(tmp_path: Path) -> None:
     assert ledger.estimated_since("dublab", 60.0) == 4
     assert ledger.estimated_since("dublab", 0.0) == 11
     assert ledger.estimated_since("facedub", 0.0) == 0
+
+
+def test_ledger_job_detail_reads_the_flat_format_of_earlier_ledgers() -> None:
+    """A state folder written by the first release reads unchanged: the detail is still one flat object."""
+    legacy = {
+        "stage": "duplicate",
+        "code": "duplicate",
+        "message": "already processed",
+        "retryable": False,
+        "earlier_job": "clip.de",
+        "earlier_sidecar": "/out/clip.de.result.json",
+        "earlier_remote_id": "r-1",
+        "sidecar": "error",
+        "remote": {"remote_id": "r-2", "state": "completed", "output_url": None, "credits_charged": 3},
+        "missing": [1.0, 2.0],
+        "retry_at": 5.0,
+        "held": "credits",
+    }
+    detail = JobDetail.from_json(legacy)
+    assert detail.failure is not None and detail.failure.code == "duplicate"
+    assert detail.failure.earlier is not None and detail.failure.earlier.remote_id == "r-1"
+    assert detail.remote is not None and detail.remote.credits_charged == 3
+    assert (detail.held, detail.missing, detail.retry_at, detail.sidecar) == ("credits", (1.0, 2.0), 5.0, "error")
+    again = detail.to_json()
+    assert JobDetail.from_json(again) == detail
+    assert {k: again[k] for k in ("stage", "code", "earlier_sidecar", "held", "sidecar")} == {
+        k: legacy[k] for k in ("stage", "code", "earlier_sidecar", "held", "sidecar")
+    }
+
+
+def test_ledger_requeue_keeps_nothing_of_the_error(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path)
+    job = ledger.jobs_of(add(ledger))[0]
+    ledger.move_job(job.id, "submitting")
+    failure = Failure(FailStage.POLL, ErrorCode.REMOTE_FAILED, "it broke", retryable=True)
+    failed = ledger.move_job(job.id, "failed", detail=JobDetail(failure=failure, sidecar="error", retry_at=9.0))
+    again = ledger.requeue(failed.id)
+    assert (again.state, again.detail, again.remote_id) == ("queued", JobDetail(), None)
+    assert again.token != failed.token

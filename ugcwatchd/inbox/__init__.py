@@ -1,1 +1,1 @@
-"""Ingestion (DESIGN §5): watch, stabilize, group, validate and fingerprint what people drop in."""
+"""Ingestion: watch, stabilize, group, validate and fingerprint what people drop in."""

@@ -8,7 +8,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ledger import Failure
 from ..rules import DubLabAction, FaceDubAction, ResolvedRule
+from ..states import ErrorCode, FailStage
 from .media import MediaInfo
 from .scan import Seen
 
@@ -22,13 +24,6 @@ class Candidate:
     info: MediaInfo | None
     problem: str | None  # why it is not usable media, when info is None
     stable_at: float  # our monotonic time when it was found stable
-
-
-@dataclass(frozen=True)
-class Failure:
-    stage: str  # validate | pair | duplicate
-    code: str  # invalid | unpaired | ambiguous_pair | too_many_jobs | duplicate
-    message: str
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,7 @@ DURATION_TOLERANCE = 0.05
 
 
 def facedub_duration(action: FaceDubAction, video: MediaInfo) -> int:
-    """``auto``: the reference video's length, rounded up, clamped to 1..30 (DESIGN §4.2)."""
+    """``auto``: the reference video's length, rounded up, clamped to 1..30."""
     if action.duration != "auto":
         return int(action.duration)
     return max(1, min(30, math.ceil((video.seconds or 1) - DURATION_TOLERANCE)))
@@ -64,7 +59,7 @@ def _invalid(c: Candidate, job_names: list[str], message: str | None = None) -> 
         key,
         (("input", c),),
         tuple((name, {}) for name in job_names),
-        Failure("validate", "invalid", message or c.problem or f"{c.seen.rel} is not usable"),
+        Failure(FailStage.VALIDATE, ErrorCode.INVALID, message or c.problem or f"{c.seen.rel} is not usable"),
         (c.seen.rel,),
     )
 
@@ -99,7 +94,9 @@ def plan_facedub_stems(
         if len(photos) > 1 or len(videos) > 1:
             names = ", ".join(c.seen.rel for c in members)
             failure = Failure(
-                "pair", "ambiguous_pair", f"{names} share one name: keep one photo and one video per name"
+                FailStage.PAIR,
+                ErrorCode.AMBIGUOUS_PAIR,
+                f"{names} share one name: keep one photo and one video per name",
             )
             plans.append(Plan(stem, tuple(("input", c) for c in members), ((job, {}),), failure, consumed))
         elif photos and videos:
@@ -111,7 +108,9 @@ def plan_facedub_stems(
             lone = members[0]
             if now - lone.stable_at >= action.pair_timeout:
                 wanted = "video" if photos else "photo"
-                failure = Failure("pair", "unpaired", f"{lone.seen.rel} found no {wanted} named {stem}.* in time")
+                failure = Failure(
+                    FailStage.PAIR, ErrorCode.UNPAIRED, f"{lone.seen.rel} found no {wanted} named {stem}.* in time"
+                )
                 plans.append(Plan(stem, (("input", lone),), ((job, {}),), failure, consumed))
     return plans
 
@@ -142,7 +141,7 @@ def plan_facedub_batch(rule: ResolvedRule, folder: str, members: list[Candidate]
                 folder,
                 every,
                 ((batch_job, {}),),
-                Failure("pair", "unpaired", f"batch {folder} has no {wanted}"),
+                Failure(FailStage.PAIR, ErrorCode.UNPAIRED, f"batch {folder} has no {wanted}"),
                 consumed,
             )
         )
@@ -153,7 +152,9 @@ def plan_facedub_batch(rule: ResolvedRule, folder: str, members: list[Candidate]
             f"batch {folder} would make {count} jobs ({len(photos)} photos x {len(videos)} videos), "
             f"more than max_jobs_per_folder {action.max_jobs_per_folder}"
         )
-        plans.append(Plan(folder, every, ((batch_job, {}),), Failure("pair", "too_many_jobs", message), consumed))
+        plans.append(
+            Plan(folder, every, ((batch_job, {}),), Failure(FailStage.PAIR, ErrorCode.TOO_MANY_JOBS, message), consumed)
+        )
         return plans
     jobs = []
     for photo in photos:

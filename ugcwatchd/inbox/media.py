@@ -1,4 +1,4 @@
-"""What an input really is, from its content (DESIGN §5): photos, videos and audio, and their length.
+"""What an input really is, from its content: photos, videos and audio, and their length.
 
 Types are sniffed, never taken from the extension; media is demuxed to its end, so a truncated file
 is caught before anyone pays for it.

@@ -1,1 +1,1 @@
-"""Provider clients: FaceDub and DubLab behind one small interface (DESIGN §7)."""
+"""Provider clients: FaceDub and DubLab behind one small interface, found by name in ``registry``."""

@@ -2,17 +2,37 @@
 
 Providers know nothing of folders or the ledger: the daemon hands them a :class:`JobSpec` and
 :class:`SubmitHooks`, and a provider calls ``hooks.submitting`` right before every request that may
-cost money, so the daemon can commit its intent first (DESIGN §6).
+cost money, so the daemon can commit its intent first and reconcile the outcome after a crash.
+
+Everything the core decides per provider is asked of the adapter here (:class:`Provider`) or of its
+class (:class:`AdapterClass`, found by name in :mod:`ugcwatchd.providers.registry`): the core never
+branches on a provider's name. A new provider is one module with its adapter, an entry in the
+registry, and its ``providers.NAME`` settings block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import httpx
+    from pydantic import SecretStr
+
+    from ..rules import ProviderSettings
 
 RemoteStateName = Literal["queued", "running", "completed", "failed", "missing"]
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One input file of an item, as the ledger took it: its role, its name in the inbox, its path."""
+
+    role: str  # "photo", "video", "media": what the rule's pairing made of it
+    name: str  # the name batch jobs refer to it by
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -68,7 +88,7 @@ class Intent:
 
 @dataclass(frozen=True)
 class Reconciled:
-    """What reconciliation found for an :class:`Intent` (DESIGN §6)."""
+    """What reconciliation found for an :class:`Intent`: the job to adopt, none, or several candidates."""
 
     outcome: Literal["adopt", "none", "ambiguous"]
     remote_id: str | None = None
@@ -84,12 +104,25 @@ class Provider(Protocol):
     """What the daemon needs of a provider, and nothing more."""
 
     name: str
+    budget_unit: str
+    """What ``estimate``, ``Account.remaining`` and the daily budget count: "credits", "seconds"."""
+    submissions_at_once: int
+    """How many submissions the daemon may run at once (1 when the adapter waits for its own job slots)."""
+    reconcile_serially: bool
+    """Nothing new is sent while an earlier submission's outcome is unresolved: a provider matched by
+    time alone could not tell two unknown outcomes apart."""
+
+    def job_spec(self, token: str, inputs: Sequence[InputRef], params: Mapping[str, Any]) -> JobSpec:
+        """The :class:`JobSpec` of a ledger job: its token, the item's inputs, the job's parameters."""
 
     def estimate(self, spec: JobSpec) -> int:
-        """Credits (FaceDub) or seconds (DubLab) the job is expected to cost."""
+        """What the job is expected to cost, in ``budget_unit``."""
 
     async def account(self) -> Account:
-        """Credits left; raises AuthRejected when the key is refused."""
+        """Credits left and the account's summary; raises AuthRejected when the key is refused."""
+
+    async def languages(self) -> frozenset[str] | None:
+        """The language codes the provider accepts now, or None when its jobs take no language."""
 
     async def submit(self, spec: JobSpec, hooks: SubmitHooks) -> str:
         """Start the job; the remote id. Waits for rate windows and job slots rather than tripping them."""
@@ -107,3 +140,26 @@ class Provider(Protocol):
         """Paid requests made before a restart (from the ledger), so rate windows start full enough."""
 
     async def aclose(self) -> None: ...
+
+
+class AdapterClass(Protocol):
+    """What is asked of an adapter's class, before any client exists: the registry's entries."""
+
+    name: str
+    budget_unit: str
+
+    def estimate_params(self, params: Mapping[str, Any]) -> int:
+        """What a job with these ledger parameters is expected to cost, in ``budget_unit``."""
+
+    def describe_job(self, params: Mapping[str, Any]) -> str:
+        """A job's parameters and expected cost in a few words, for ``plan``."""
+
+    def from_settings(
+        self,
+        settings: ProviderSettings,
+        key: SecretStr,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_answer: Callable[[int], None] | None = None,
+    ) -> Provider:
+        """The adapter with its client, configured from its ``providers.NAME`` block and its key."""

@@ -1,19 +1,19 @@
-"""The DubLab API (seeds/001): every documented endpoint, typed, plus the presigned upload."""
+"""The DubLab API: every documented endpoint, typed, plus the presigned upload; and its adapter."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from ..errors import Conflict, NotUploaded, RateLimited, Transient
-from .base import Account, Intent, JobSpec, Reconciled, RemoteState, RemoteStateName, SubmitHooks
-from .http import backoff, make_client, map_transport_errors, raise_for_answer
+from ..errors import Conflict, NotUploaded
+from ..rules import ProviderSettings
+from .base import Account, InputRef, Intent, JobSpec, Reconciled, RemoteState, RemoteStateName, SubmitHooks
+from .client import ApiClient, retry_after_or_backoff
 from .transfer import download, put_file
 
 PROVIDER = "dublab"
@@ -54,7 +54,7 @@ class Dub(_Answer):
 
     @property
     def output_url(self) -> str | None:
-        """A result URL, if the record carries one: the document names none (DESIGN §7.3)."""
+        """A result URL, if the record carries one: DubLab's API document names none."""
         for key, value in (self.model_extra or {}).items():
             if key.lower().endswith("url") and isinstance(value, str) and value.startswith(("https://", "http://")):
                 return value
@@ -77,7 +77,12 @@ class Language(_Answer):
     name: str
 
 
-class DubLabClient:
+def belongs_to_another_user(said: str) -> bool:
+    """A 403 about one file of another user, not about the account."""
+    return "another user" in said.lower()
+
+
+class DubLabClient(ApiClient):
     """Async client for one DubLab account. Uploads go through a separate, credential-free client."""
 
     def __init__(
@@ -90,45 +95,18 @@ class DubLabClient:
         retry_base: float = 0.5,
         on_answer: Callable[[int], None] | None = None,
     ) -> None:
-        self._api = make_client(base_url, headers={"apikey": api_key.get_secret_value()}, transport=transport)
-        # The presigned URL is another host: the apikey header must never reach it (DESIGN §7.3).
-        self._bare = make_client(transport=transport)
-        self.get_attempts = get_attempts
-        self.retry_base = retry_base
-        self.on_answer = on_answer  # metrics: every answer's status
-
-    async def aclose(self) -> None:
-        await self._api.aclose()
-        await self._bare.aclose()
-
-    async def __aenter__(self) -> DubLabClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def _send(self, method: str, path: str, *, mutating: bool = False, **kw: Any) -> httpx.Response:
-        with map_transport_errors(PROVIDER, mutating=mutating):
-            response = await self._api.request(method, path, **kw)
-        if self.on_answer is not None:
-            self.on_answer(response.status_code)
-        raise_for_answer(PROVIDER, response, mutating=mutating)
-        return response
-
-    async def _get(self, path: str) -> Any:
-        for attempt in range(1, self.get_attempts + 1):
-            try:
-                return (await self._send("GET", path)).json()
-            except (Transient, RateLimited) as exc:
-                if attempt == self.get_attempts:
-                    raise
-                wait = (
-                    exc.retry_after
-                    if isinstance(exc, RateLimited) and exc.retry_after
-                    else backoff(attempt, self.retry_base, 5.0)
-                )
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable")
+        # DubLab documents no rate limits: no windows; a 429's Retry-After is honoured when retrying.
+        super().__init__(
+            PROVIDER,
+            base_url,
+            auth_headers={"apikey": api_key.get_secret_value()},
+            transport=transport,
+            retry_wait=retry_after_or_backoff,
+            get_attempts=get_attempts,
+            retry_base=retry_base,
+            on_answer=on_answer,
+            forbidden_resource=belongs_to_another_user,
+        )
 
     async def me(self) -> Me:
         return Me.model_validate(await self._get("/api/v1/me"))
@@ -160,7 +138,7 @@ class DubLabClient:
 
     async def upload(self, upload_url: str, path: Path, content_type: str) -> None:
         """PUT the file to the presigned URL with exactly the Content-Type given to init-dub."""
-        await put_file(self._bare, PROVIDER, upload_url, path, content_type)
+        await put_file(self._bare, PROVIDER, upload_url, path, content_type, forbidden_resource=self.forbidden_resource)
 
     async def start_dub(self, file_id: str) -> None:
         """``POST /api/v1/start-dub``: starts the paid pipeline (409 if it already started)."""
@@ -168,7 +146,7 @@ class DubLabClient:
 
     async def download(self, url: str, target: Path) -> int:
         """Stream a result URL into ``target`` without the key; bytes written."""
-        return await download(self._bare, PROVIDER, url, target)
+        return await download(self._bare, PROVIDER, url, target, forbidden_resource=self.forbidden_resource)
 
 
 _STATES: dict[int, RemoteStateName] = {
@@ -195,7 +173,7 @@ def remote_state(dub: Dub) -> RemoteState:
 
 
 def estimate_seconds(seconds: float, studio_quality: bool) -> int:
-    """``ceil(seconds) x (2 if studio quality)``: DubLab bills the measured length (DESIGN §7.4)."""
+    """``ceil(seconds) x (2 if studio quality)``: DubLab bills the measured length, twice in studio quality."""
     return math.ceil(seconds) * (2 if studio_quality else 1)
 
 
@@ -203,9 +181,38 @@ class DubLab:
     """The DubLab adapter: init-dub, upload, start-dub, with the ledger token in the file name."""
 
     name = PROVIDER
+    budget_unit = "seconds"
+    submissions_at_once = 2
+    reconcile_serially = False  # the token in the record's name tells every submission apart
 
     def __init__(self, client: DubLabClient) -> None:
         self.client = client
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ProviderSettings,
+        key: SecretStr,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_answer: Callable[[int], None] | None = None,
+    ) -> DubLab:
+        """The adapter for the ``providers.dublab`` block and its key."""
+        return cls(DubLabClient(settings.base_url, key, transport=transport, on_answer=on_answer))
+
+    @staticmethod
+    def job_spec(token: str, inputs: Sequence[InputRef], params: Mapping[str, Any]) -> JobSpec:
+        """(media,) and the job's own parameters."""
+        by_role = {i.role: i.path for i in inputs}
+        return JobSpec(token, (by_role["media"],), params)
+
+    @staticmethod
+    def estimate_params(params: Mapping[str, Any]) -> int:
+        return estimate_seconds(float(params["seconds"]), bool(params.get("studio_quality")))
+
+    @classmethod
+    def describe_job(cls, params: Mapping[str, Any]) -> str:
+        return f"{params['seconds']:.1f} s, ~{cls.estimate_params(params)} seconds of credit"
 
     @staticmethod
     def remote_name(spec: JobSpec) -> str:
@@ -214,12 +221,15 @@ class DubLab:
         return f"{media.stem}.{spec.token}{media.suffix}"
 
     def estimate(self, spec: JobSpec) -> int:
-        return estimate_seconds(float(spec.params["seconds"]), bool(spec.params.get("studio_quality")))
+        return self.estimate_params(spec.params)
 
     async def account(self) -> Account:
         me = await self.client.me()
         plan = f"plan {me.subscriptionPlan}, {me.subscriptionStatus}" if me.subscriptionPlan else "no subscription"
         return Account(PROVIDER, me.seconds, f"{plan}, {me.seconds} seconds of credit left")
+
+    async def languages(self) -> frozenset[str]:
+        return frozenset(lang.code for lang in await self.client.langs())
 
     async def submit(self, spec: JobSpec, hooks: SubmitHooks) -> str:
         media = spec.inputs[0]
@@ -242,7 +252,7 @@ class DubLab:
         except Conflict:
             pass  # 409: it already started, which is what we asked for
         except NotUploaded:
-            # 412: the upload did not register; send it again, then start (DESIGN §7.1).
+            # 412: the upload did not register; send it again, then start.
             await self.client.upload(init.uploadUrl, media, content_type)
             await hooks.submitting("start", file_id)
             await self.client.start_dub(file_id)

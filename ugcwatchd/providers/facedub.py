@@ -1,20 +1,22 @@
-"""The FaceDub API (seeds/000): every documented endpoint, typed, within its rate limits."""
+"""The FaceDub API: every documented endpoint, typed, within its rate limits; and its adapter."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from ..errors import NotFound, RateLimited, Transient
-from .base import Account, Intent, JobSpec, Reconciled, RemoteState, RemoteStateName, SubmitHooks
-from .http import backoff, make_client, map_transport_errors, raise_for_answer
+from ..errors import NotFound, RateLimited
+from ..rules import FaceDubProvider, ProviderSettings
+from .base import Account, InputRef, Intent, JobSpec, Reconciled, RemoteState, RemoteStateName, SubmitHooks
+from .client import ApiClient, backoff_wait
+from .http import map_transport_errors
 from .limits import RateWindows
 from .transfer import FilePart, content_type_of, download, multipart
 
@@ -69,8 +71,10 @@ class NewApiKey(ApiKeyInfo):
     key: SecretStr
 
 
-class FaceDubClient:
+class FaceDubClient(ApiClient):
     """Async client for one FaceDub account; waits for its rate windows instead of causing 429s."""
+
+    windows: RateWindows  # every FaceDub request counts in one of the documented windows
 
     def __init__(
         self,
@@ -83,54 +87,17 @@ class FaceDubClient:
         retry_base: float = 0.5,
         on_answer: Callable[[int], None] | None = None,
     ) -> None:
-        self._api = make_client(
-            base_url, headers={"Authorization": f"Bearer {api_key.get_secret_value()}"}, transport=transport
+        super().__init__(
+            PROVIDER,
+            base_url,
+            auth_headers={"Authorization": f"Bearer {api_key.get_secret_value()}"},
+            transport=transport,
+            windows=windows or RateWindows(DOCUMENTED_WINDOWS),
+            retry_wait=backoff_wait,
+            get_attempts=get_attempts,
+            retry_base=retry_base,
+            on_answer=on_answer,
         )
-        # Result links point at a CDN: fetched without the API key.
-        self._bare = make_client(transport=transport)
-        self.windows = windows or RateWindows(DOCUMENTED_WINDOWS)
-        self.get_attempts = get_attempts
-        self.retry_base = retry_base
-        self.on_answer = on_answer  # metrics: every answer's status
-
-    async def aclose(self) -> None:
-        await self._api.aclose()
-        await self._bare.aclose()
-
-    async def __aenter__(self) -> FaceDubClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def _send(
-        self, method: str, path: str, window: str, *, mutating: bool = False, counted: bool = False, **kw: Any
-    ) -> httpx.Response:
-        if not counted:
-            await self.windows.acquire(window)
-        with map_transport_errors(PROVIDER, mutating=mutating):
-            response = await self._api.request(method, path, **kw)
-        if self.on_answer is not None:
-            self.on_answer(response.status_code)
-        if response.status_code == 429:
-            try:
-                raise_for_answer(PROVIDER, response, mutating=mutating)
-            except RateLimited as limited:
-                self.windows.hold_off(window, limited.retry_after or 1.0)
-                raise
-        raise_for_answer(PROVIDER, response, mutating=mutating)
-        return response
-
-    async def _get(self, path: str, window: str) -> Any:
-        """An idempotent GET, retried a few times on transient failures and 429s."""
-        for attempt in range(1, self.get_attempts + 1):
-            try:
-                return (await self._send("GET", path, window)).json()
-            except (Transient, RateLimited):
-                if attempt == self.get_attempts:
-                    raise
-                await asyncio.sleep(backoff(attempt, base=self.retry_base, cap=5.0))
-        raise AssertionError("unreachable")
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -147,16 +114,16 @@ class FaceDubClient:
             ],
         )
         response = await self._send(
-            "POST", "/jobs", "POST /jobs", mutating=True, counted=counted, content=body, headers=headers
+            "POST", "/jobs", window="POST /jobs", mutating=True, counted=counted, content=body, headers=headers
         )
         return CreatedJob.model_validate(response.json())
 
     async def list_jobs(self) -> list[Job]:
         """``GET /jobs``: the 50 most recent jobs, in one call."""
-        return [Job.model_validate(j) for j in await self._get("/jobs", "GET /jobs/*")]
+        return [Job.model_validate(j) for j in await self._get("/jobs", window="GET /jobs/*")]
 
     async def get_job(self, job_id: str) -> Job:
-        return Job.model_validate(await self._get(f"/jobs/{job_id}", "GET /jobs/*"))
+        return Job.model_validate(await self._get(f"/jobs/{job_id}", window="GET /jobs/*"))
 
     async def stream_job(self, job_id: str, token: str) -> AsyncIterator[Job]:
         """``GET /jobs/{id}/stream?token=JWT``: each status change until the job ends (SSE)."""
@@ -167,7 +134,7 @@ class FaceDubClient:
             async with self._bare.stream("GET", url, params={"token": token}, timeout=None) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise_for_answer(PROVIDER, response, mutating=False)
+                    self._raise_for_answer(response, mutating=False)
                 async for line in response.aiter_lines():
                     if line.startswith("data:"):
                         yield Job.model_validate(json.loads(line[5:].strip()))
@@ -179,17 +146,17 @@ class FaceDubClient:
     # -- account ----------------------------------------------------------------------------------
 
     async def usage(self) -> Usage:
-        return Usage.model_validate(await self._get("/usage", "other"))
+        return Usage.model_validate(await self._get("/usage", window="other"))
 
     async def create_api_key(self, name: str) -> NewApiKey:
-        response = await self._send("POST", "/api-keys", "other", mutating=True, json={"name": name})
+        response = await self._send("POST", "/api-keys", window="other", mutating=True, json={"name": name})
         return NewApiKey.model_validate(response.json())
 
     async def list_api_keys(self) -> list[ApiKeyInfo]:
-        return [ApiKeyInfo.model_validate(k) for k in await self._get("/api-keys", "other")]
+        return [ApiKeyInfo.model_validate(k) for k in await self._get("/api-keys", window="other")]
 
     async def revoke_api_key(self, key_id: str) -> None:
-        await self._send("DELETE", f"/api-keys/{key_id}", "other", mutating=True)
+        await self._send("DELETE", f"/api-keys/{key_id}", window="other", mutating=True)
 
 
 _STATES: dict[str, RemoteStateName] = {
@@ -214,7 +181,7 @@ def remote_state(job: Job) -> RemoteState:
 
 
 def estimate_credits(duration: int) -> int:
-    """``ceil(duration / 5)`` credits: the document's example charges 2 for 10 s (DESIGN §7.4)."""
+    """``ceil(duration / 5)`` credits: FaceDub's API document charges 2 credits for a 10 s example."""
     return math.ceil(duration / 5)
 
 
@@ -222,6 +189,11 @@ class FaceDub:
     """The FaceDub adapter: job slots counted from the account's own job list, reconciliation by time."""
 
     name = PROVIDER
+    budget_unit = "credits"
+    submissions_at_once = 1  # submit() itself waits for one of the account's job slots
+    # Reconciled by creation time and duration alone: a second unknown outcome beside the first could
+    # make both ambiguous, so nothing new is sent while one is unresolved.
+    reconcile_serially = True
 
     def __init__(
         self,
@@ -241,8 +213,43 @@ class FaceDub:
         self._submit_lock = asyncio.Lock()
         self._listed: tuple[float, list[Job]] | None = None
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ProviderSettings,
+        key: SecretStr,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_answer: Callable[[int], None] | None = None,
+    ) -> FaceDub:
+        """The adapter for the ``providers.facedub`` block and its key."""
+        if not isinstance(settings, FaceDubProvider):
+            raise TypeError(f"FaceDub needs the providers.facedub settings, not {type(settings).__name__}")
+        client = FaceDubClient(settings.base_url, key, transport=transport, on_answer=on_answer)
+        # Waiting for a slot, look every second: GET /jobs* allows 60 a minute, the client window keeps it there.
+        return cls(client, max_concurrent_jobs=settings.max_concurrent_jobs, slot_poll=1.0)
+
+    @staticmethod
+    def job_spec(token: str, inputs: Sequence[InputRef], params: Mapping[str, Any]) -> JobSpec:
+        """(photo, video) and the duration; a batch job names its pair's inputs in its parameters."""
+        if "photo" in params:
+            by_name = {i.name: i.path for i in inputs}
+            files = (by_name[params["photo"]], by_name[params["video"]])
+        else:
+            by_role = {i.role: i.path for i in inputs}
+            files = (by_role["photo"], by_role["video"])
+        return JobSpec(token, files, {"duration": params["duration"]})
+
+    @staticmethod
+    def estimate_params(params: Mapping[str, Any]) -> int:
+        return estimate_credits(int(params["duration"]))
+
+    @classmethod
+    def describe_job(cls, params: Mapping[str, Any]) -> str:
+        return f"duration {params['duration']} s, ~{cls.estimate_params(params)} credits"
+
     def estimate(self, spec: JobSpec) -> int:
-        return estimate_credits(int(spec.params["duration"]))
+        return self.estimate_params(spec.params)
 
     async def account(self) -> Account:
         usage = await self.client.usage()
@@ -250,6 +257,10 @@ class FaceDub:
         return Account(
             PROVIDER, usage.credits_remaining, f"plan {usage.plan}, {usage.credits_remaining} of {total} credits left"
         )
+
+    async def languages(self) -> None:
+        """FaceDub's jobs take no language."""
+        return None
 
     async def _sync(self, *, fresh: bool = False) -> list[Job]:
         """Count the account's queued and processing jobs: those hold its slots, ours or not.
@@ -312,7 +323,7 @@ class FaceDub:
         return await self.client.download(state.output_url, target)
 
     async def reconcile(self, intent: Intent, owned: Collection[str]) -> Reconciled:
-        """FaceDub takes no client reference: match by creation time and duration (DESIGN §6)."""
+        """FaceDub takes no client reference: match by creation time and duration."""
         jobs = await self._sync(fresh=True)  # never a list that may predate the submission in question
         duration = int(intent.spec.params["duration"])
         low, high = intent.sent_at - CLOCK_SKEW, intent.sent_at + self.reconcile_window + CLOCK_SKEW

@@ -10,7 +10,7 @@ import email.utils
 import random
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +34,7 @@ from ..urls import https_or_loopback
 
 USER_AGENT = f"ugcwatchd/{__version__}"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-BACKOFF_CAP = 300.0  # DESIGN §7.1: exponential backoff capped at 5 minutes
+BACKOFF_CAP = 300.0  # exponential backoff is capped at 5 minutes
 
 
 def make_client(
@@ -58,7 +58,7 @@ def make_client(
 
 
 def check_fetchable(url: str) -> None:
-    """Only https is fetched, except loopback (the sandbox); DESIGN §7.3."""
+    """Only https is fetched, except loopback (the sandbox): a result URL must not travel in clear."""
     if https_or_loopback(url):
         return
     raise Rejected(
@@ -107,8 +107,19 @@ def provider_message(response: httpx.Response) -> str:
     return str(body)[:300]
 
 
-def raise_for_answer(provider: str, response: httpx.Response, *, mutating: bool) -> None:
-    """Raise the classified error for a non-2xx answer (DESIGN §7.1)."""
+def raise_for_answer(
+    provider: str,
+    response: httpx.Response,
+    *,
+    mutating: bool,
+    forbidden_resource: Callable[[str], bool] | None = None,
+) -> None:
+    """Raise the classified error for a non-2xx answer.
+
+    A 403 refuses the account (:class:`AuthRejected`: check the plan and the key), unless
+    ``forbidden_resource`` says from the provider's message that it refuses one resource only
+    (:class:`Forbidden`, e.g. a file of another user), which a client of such a provider passes.
+    """
     status = response.status_code
     if status < 400:
         return
@@ -123,7 +134,7 @@ def raise_for_answer(provider: str, response: httpx.Response, *, mutating: bool)
     if status == 402:
         raise OutOfCredits(provider, f"{provider} has too few credits: {said}", **kw)
     if status == 403:
-        if provider == "dublab" and "another user" in said.lower():
+        if forbidden_resource is not None and forbidden_resource(said):
             raise Forbidden(provider, f"{provider} refused: {said}", **kw)
         raise AuthRejected(
             provider, f"{provider} refused the account ({status}): {said}", remedy="check the plan and the key", **kw

@@ -1,4 +1,4 @@
-"""Client-side limits that mirror the providers' documented ones (DESIGN §7.2).
+"""Client-side limits that mirror the ones the providers document.
 
 The daemon waits instead of being refused: a sliding one-minute window per endpoint class, and
 FaceDub's job slots. A 429 that comes anyway is honoured through its ``Retry-After``.

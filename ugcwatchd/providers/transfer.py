@@ -1,4 +1,4 @@
-"""Streaming uploads and downloads (DESIGN §7.3): memory does not grow with file size.
+"""Streaming uploads and downloads: memory does not grow with file size.
 
 File reads and writes run in worker threads, so a slow share cannot stall the event loop; bodies
 have an exact ``Content-Length`` (never chunked); a file that changes size while it is being sent
@@ -12,7 +12,7 @@ import asyncio
 import mimetypes
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -107,10 +107,19 @@ def multipart(fields: dict[str, str], files: list[FilePart]) -> tuple[AsyncItera
     return body(), headers
 
 
-async def put_file(client: httpx.AsyncClient, provider: str, url: str, path: Path, content_type: str) -> None:
+async def put_file(
+    client: httpx.AsyncClient,
+    provider: str,
+    url: str,
+    path: Path,
+    content_type: str,
+    *,
+    forbidden_resource: Callable[[str], bool] | None = None,
+) -> None:
     """PUT ``path`` to a presigned URL: exact Content-Type and Content-Length, no credentials.
 
     ``client`` must be a bare client: the URL is another host, and an API key must never go there.
+    ``forbidden_resource`` classifies a 403 as :func:`~.http.raise_for_answer` describes.
     """
     size = (await asyncio.to_thread(path.stat)).st_size
     headers = {"Content-Type": content_type, "Content-Length": str(size)}
@@ -118,10 +127,17 @@ async def put_file(client: httpx.AsyncClient, provider: str, url: str, path: Pat
         # An upload can simply be repeated: it is not a paid action, so its outcome is never "unknown".
         response = await client.put(url, content=file_chunks(path, size), headers=headers)
     if response.status_code >= 400:
-        raise_for_answer(provider, response, mutating=False)
+        raise_for_answer(provider, response, mutating=False, forbidden_resource=forbidden_resource)
 
 
-async def download(client: httpx.AsyncClient, provider: str, url: str, target: Path) -> int:
+async def download(
+    client: httpx.AsyncClient,
+    provider: str,
+    url: str,
+    target: Path,
+    *,
+    forbidden_resource: Callable[[str], bool] | None = None,
+) -> int:
     """Stream ``url`` into ``target`` atomically; the number of bytes written."""
     check_fetchable(url)
     temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
@@ -131,7 +147,7 @@ async def download(client: httpx.AsyncClient, provider: str, url: str, target: P
             async with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
                 if response.status_code >= 400:
                     await response.aread()  # an error answer is small; its text says why
-                    raise_for_answer(provider, response, mutating=False)
+                    raise_for_answer(provider, response, mutating=False, forbidden_resource=forbidden_resource)
                 expected = response.headers.get("content-length")
                 written = await _write_stream(response, temp)
         if expected is not None and expected.isdigit() and int(expected) != written:

@@ -1,4 +1,4 @@
-"""Faithful local FaceDub and DubLab APIs plus an S3-like upload host (DESIGN §9).
+"""Faithful local FaceDub and DubLab APIs plus an S3-like upload host.
 
 Written from the two API documents alone; it imports nothing of the client.
 """

@@ -29,7 +29,7 @@ Clock = Callable[[], float]
 
 @dataclass
 class SandboxConfig:
-    """Everything `ugcwatchd sandbox` can be told; see DESIGN §9."""
+    """Everything `ugcwatchd sandbox` can be told; docs/providers.md lists the knobs."""
 
     host: str = "127.0.0.1"
     port: int = 8787
@@ -155,7 +155,7 @@ class FaultInjector:
     """ASGI middleware answering a share of requests with a 500, a 502 or a dropped connection.
 
     Half of the faults strike before the request is handled, half after it took effect with its
-    answer thrown away, so that a client's handling of unknown outcomes is exercised (DESIGN §9).
+    answer thrown away, so that a client's handling of unknown outcomes is exercised.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""The DubLab API, as its document describes it (seeds/001): me, dubs, init-dub, start-dub, langs."""
+"""The DubLab API, as its published document describes it: me, dubs, init-dub, start-dub, langs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The FaceDub API, as its document describes it (seeds/000): jobs, usage, API keys, SSE, limits."""
+"""The FaceDub API, as its published document describes it: jobs, usage, API keys, SSE, limits."""
 
 from __future__ import annotations
 

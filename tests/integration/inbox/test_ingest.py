@@ -167,7 +167,7 @@ async def test_ingest_lone_file_is_unpaired_after_timeout(world: Path, ledger: L
         (item,) = await until(lambda: items(ledger), what="the timeout")  # type: ignore[misc]
     (job,) = ledger.jobs_of(item.id)
     assert (item.state, item.reason, job.name, job.state) == ("planned", "unpaired", "carol.facedub", "failed")
-    assert job.detail["stage"] == "pair" and "no video" in job.detail["message"]
+    assert job.failure is not None and job.failure.stage == "pair" and "no video" in job.failure.message
 
 
 async def test_ingest_folder_batch_needs_its_marker_and_makes_photo_x_video_jobs(
@@ -198,7 +198,7 @@ async def test_ingest_folder_batch_over_the_cap_is_refused(world: Path, ledger: 
     async with ingesting(rules(world, face_rule(world, "{pair_by: folder, max_jobs_per_folder: 8}")), ledger):
         (item,) = await until(lambda: items(ledger), what="the refusal")  # type: ignore[misc]
     assert item.reason == "too_many_jobs"
-    assert "9 jobs" in ledger.jobs_of(item.id)[0].detail["message"]
+    assert "9 jobs" in str(ledger.jobs_of(item.id)[0].failure)
 
 
 @pytest.mark.parametrize("bad", ["notes.mp4", "truncated.mp4"])
@@ -211,7 +211,10 @@ async def test_ingest_invalid_media_is_failed_at_validate(
     jobs = ledger.jobs_of(item.id)
     assert item.state == "planned" and item.reason == "invalid"
     assert [j.name for j in jobs] == ["clip.de", "clip.es"]
-    assert all(j.state == "failed" and j.detail["stage"] == "validate" and j.detail["code"] == "invalid" for j in jobs)
+    assert all(
+        j.state == "failed" and j.failure is not None and j.failure.stage == "validate" and j.failure.code == "invalid"
+        for j in jobs
+    )
 
 
 async def test_ingest_duplicate_of_delivered_content_is_caught(
@@ -226,9 +229,10 @@ async def test_ingest_duplicate_of_delivered_content_is_caught(
         await until(lambda: refused(ledger), what="the duplicate")
     (dup,) = refused(ledger)
     job = ledger.jobs_of(dup.id)[0]
-    assert dup.reason == "duplicate" and job.detail["code"] == "duplicate"
-    assert job.detail["earlier_remote_id"] == "r-first.de"
-    assert job.detail["earlier_sidecar"] == str(world / "out" / "first.de.result.json")
+    assert job.failure is not None and job.failure.earlier is not None
+    assert dup.reason == "duplicate" and job.failure.code == "duplicate"
+    assert job.failure.earlier.remote_id == "r-first.de"
+    assert job.failure.earlier.sidecar == str(world / "out" / "first.de.result.json")
 
 
 async def test_ingest_duplicate_is_processed_again_when_asked(
@@ -343,4 +347,4 @@ async def test_ingest_folder_batch_quiet_too_long_is_taken_as_it_is(
         shutil.copy(media["jpeg"], batch / "a.jpg")  # and nothing else for longer than stable_after
         (item,) = await until(lambda: items(ledger), what="the batch")  # type: ignore[misc]
     assert item.reason == "unpaired"
-    assert "has no video" in ledger.jobs_of(item.id)[0].detail["message"]
+    assert "has no video" in str(ledger.jobs_of(item.id)[0].failure)

@@ -194,7 +194,7 @@ async def test_dublab_client_upload_with_wrong_type_is_rejected(sandbox: Sandbox
     assert refused.value.status == 403 and "SignatureDoesNotMatch" in (refused.value.provider_error or "")
 
 
-# -- the error table (DESIGN §7.1) -------------------------------------------------------------------
+# -- the error table: every status the APIs answer, classified ---------------------------------------
 
 
 async def test_client_400_is_rejected_with_the_providers_message(sandbox: Sandbox, media: dict[str, Path]) -> None:

@@ -20,6 +20,7 @@ from ugcwatchd.errors import (
     Rejected,
     Transient,
 )
+from ugcwatchd.providers.dublab import belongs_to_another_user
 from ugcwatchd.providers.http import backoff, check_fetchable, parse_retry_after, provider_message, raise_for_answer
 
 
@@ -81,7 +82,28 @@ def test_answers_are_classified_per_design_7_1(status: int, body: object, kind: 
 
 def test_dublab_403_for_another_users_file_is_not_an_account_problem() -> None:
     with pytest.raises(Forbidden):
+        raise_for_answer(
+            "dublab",
+            answer(403, {"error": "Forbidden: file belongs to another user"}),
+            mutating=True,
+            forbidden_resource=belongs_to_another_user,
+        )
+
+
+def test_raise_for_answer_403_without_resource_hook_is_auth_rejected() -> None:
+    """Only the client's hook makes a 403 about one resource: the provider's name decides nothing."""
+    with pytest.raises(AuthRejected):
         raise_for_answer("dublab", answer(403, {"error": "Forbidden: file belongs to another user"}), mutating=True)
+
+
+def test_raise_for_answer_403_hook_declining_is_auth_rejected() -> None:
+    with pytest.raises(AuthRejected):
+        raise_for_answer(
+            "dublab",
+            answer(403, {"error": "Forbidden: API access requires a plan"}),
+            mutating=True,
+            forbidden_resource=belongs_to_another_user,
+        )
 
 
 def test_429_carries_its_retry_after() -> None:

@@ -1,4 +1,4 @@
-"""The outbox contract (DESIGN §8): atomic sidecars, and inputs archived, moved or deleted last.
+"""Files in the outbox: atomic writes, and inputs archived, moved or deleted last.
 
 Every write is a temporary file in the target folder, fsync'd, renamed into place, and the folder
 fsync'd, so a reader on the share never sees half a sidecar and a crash never leaves one.
@@ -13,8 +13,6 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
-
-SIDECAR_VERSION = 1
 
 
 def iso(ts: float | None) -> str | None:
@@ -48,11 +46,6 @@ def write_atomic(target: Path, data: bytes) -> None:
 
 def write_json(target: Path, document: dict[str, Any]) -> None:
     write_atomic(target, (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def sidecar_path(outbox: Path, job: str, kind: str) -> Path:
-    """``{outbox}/{job}.{kind}.json``; a job name may carry subfolders (``sub/clip.de``)."""
-    return outbox / f"{job}.{kind}.json"
 
 
 def remove(path: Path) -> None:
@@ -107,30 +100,3 @@ def move_input(source: Path, folder: Path, rel: str) -> Path | None:
 
 def delete_input(source: Path) -> None:
     remove(source)
-
-
-def base_sidecar(
-    *,
-    kind: str,
-    rule: str,
-    provider: str,
-    job: str,
-    inputs: list[dict[str, Any]],
-    remote_id: str | None,
-    state: str,
-    created_at: float,
-    updated_at: float,
-) -> dict[str, Any]:
-    """The fields every sidecar has (DESIGN §8)."""
-    return {
-        "ugcwatchd": SIDECAR_VERSION,
-        "kind": kind,
-        "rule": rule,
-        "provider": provider,
-        "job": job,
-        "inputs": inputs,
-        "remote_id": remote_id,
-        "state": state,
-        "created_at": iso(created_at),
-        "updated_at": iso(updated_at),
-    }

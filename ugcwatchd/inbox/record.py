@@ -1,0 +1,150 @@
+"""Planning and recording: from the stable candidates of one inbox to items in the ledger.
+
+Planning groups the candidates by the rule's action (stems, batch folders, dubs); recording names the
+jobs, catches duplicates of delivered work and adds the item, planned or failed, to the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..ledger import Earlier, Failure, InputFile, JobDetail, Ledger, PlannedJob
+from ..rules import FaceDubAction, Inbox
+from ..states import ErrorCode, FailStage, JobState
+from .group import Candidate, Plan, plan_dublab, plan_facedub_batch, plan_facedub_stems
+from .stability import Stability
+
+# Ingestion's lines keep the logger name they have always had: journal filters and tests name it.
+log = logging.getLogger("ugcwatchd.inbox.ingest")
+OUTPUT_SUFFIXES = (".result.json", ".error.json", ".status.json", ".mp4")
+
+
+# -- planning ---------------------------------------------------------------------------------------
+
+
+def plan_inbox(
+    inbox: Inbox, candidates: dict[str, Candidate], stability: Stability, *, batches: bool, now: float
+) -> list[Plan]:
+    """The items the stable ``candidates`` of ``inbox`` make now, by its rule's action."""
+    rule = inbox.rule
+    settling = {rel for rel in stability.unsettled()}
+    if isinstance(rule.action, FaceDubAction):
+        if not batches:
+            return plan_facedub_stems(rule, candidates, settling, now)
+        return _batch_plans(inbox, candidates, stability, now, settling)
+    return plan_dublab(rule, candidates)
+
+
+def _batch_plans(
+    inbox: Inbox, candidates: dict[str, Candidate], stability: Stability, now: float, settling: set[str]
+) -> list[Plan]:
+    rule = inbox.rule
+    action = rule.action
+    assert isinstance(action, FaceDubAction)
+    by_folder: dict[str, list[Candidate]] = defaultdict(list)
+    for rel, c in candidates.items():
+        by_folder[rel.split("/", 1)[0]].append(c)
+    plans: list[Plan] = []
+    for folder, members in by_folder.items():
+        if any(rel.startswith(folder + "/") for rel in settling):
+            continue
+        if action.done_marker:
+            if not (inbox.path / folder / action.done_marker).is_file():
+                continue
+        elif now - stability.changed_since(folder + "/") < rule.behaviour.stable_after:
+            continue
+        plans += plan_facedub_batch(
+            rule, folder, [m for m in members if posixpath.basename(m.seen.rel) != action.done_marker]
+        )
+    return plans
+
+
+# -- recording --------------------------------------------------------------------------------------
+
+
+class Recorder:
+    """Records the plans of one concrete inbox as items (with their jobs) in the ledger."""
+
+    def __init__(self, inbox: Inbox, ledger: Ledger) -> None:
+        self.inbox = inbox
+        self.rule = inbox.rule
+        self.ledger = ledger
+
+    def _unique_names(self, names: list[str]) -> list[str]:
+        """The job names, or ``{stem}-2.{tag}`` (then -3, …) when another input already has one."""
+        taken = self.ledger.job_names_in(str(self.inbox.outbox))
+        for n in range(1, 1000):
+            tried = (
+                names if n == 1 else [f"{stem}-{n}.{tag}" for stem, _, tag in (name.rpartition(".") for name in names)]
+            )
+            if not any(t in taken or self._on_disk(t) for t in tried):
+                return tried
+        raise RuntimeError(f"no free job name for {names[0]} in {self.inbox.outbox}")
+
+    def _on_disk(self, name: str) -> bool:
+        return any((self.inbox.outbox / f"{name}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)
+
+    def _dedupe_key(self, params: dict[str, Any], shas: list[tuple[str, str]]) -> str:
+        settings = {k: v for k, v in params.items() if k not in ("photo", "video")}
+        blob = json.dumps(
+            {"rule": self.rule.name, "provider": self.rule.provider, "params": settings, "inputs": shas}, sort_keys=True
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def record(self, plan: Plan) -> None:
+        """Add ``plan`` to the ledger as one item: planned, or failed when every job is refused."""
+        by_rel = {c.seen.rel: c for _, c in plan.inputs}
+        names = self._unique_names([name for name, _ in plan.jobs])
+        jobs = []
+        for name, (_, params) in zip(names, plan.jobs, strict=True):
+            if "photo" in params:
+                shas = [("photo", by_rel[params["photo"]].sha256), ("video", by_rel[params["video"]].sha256)]
+            else:
+                shas = sorted((role, c.sha256) for role, c in plan.inputs)
+            key = self._dedupe_key(params, shas)
+            jobs.append(self._job(name, key, params, plan))
+        inputs = [input_file(role, c) for role, c in plan.inputs]
+        failed = all(j.state == JobState.FAILED for j in jobs)
+        reason = plan.failure.code if plan.failure else (ErrorCode.DUPLICATE if failed else None)
+        # Even a refused item stays open until delivery has written its error sidecars and moved its
+        # inputs away; until then its files must not be taken again.
+        self.ledger.add_item(
+            rule=self.rule.name,
+            provider=self.rule.provider,
+            inbox=str(self.inbox.path),
+            outbox=str(self.inbox.outbox),
+            key=plan.key,
+            inputs=inputs,
+            jobs=jobs,
+            reason=reason,
+        )
+        verb = f"failed ({reason})" if failed else "planned"
+        log.info("rule %s: %s %s: %s", self.rule.name, verb, plan.key, ", ".join(j.name for j in jobs))
+
+    def _job(self, name: str, key: str, params: dict[str, Any], plan: Plan) -> PlannedJob:
+        if plan.failure is not None:
+            return PlannedJob(name, key, params, state=JobState.FAILED, detail=JobDetail(failure=plan.failure))
+        earlier = None if self.rule.behaviour.reprocess_duplicates else self.ledger.delivered_job(key)
+        if earlier is None:
+            return PlannedJob(name, key, params)
+        earlier_outbox = Path(self.ledger.item(earlier.item_id).outbox)
+        sidecar = earlier_outbox / f"{earlier.name}.result.json"
+        failure = Failure(
+            FailStage.DUPLICATE,
+            ErrorCode.DUPLICATE,
+            f"this content was already processed under rule {self.rule.name!r}: see {sidecar}",
+            earlier=Earlier(earlier.name, str(sidecar), earlier.remote_id),
+        )
+        return PlannedJob(name, key, params, state=JobState.FAILED, detail=JobDetail(failure=failure))
+
+
+def input_file(role: str, c: Candidate) -> InputFile:
+    """The ledger's record of one input of an item."""
+    mime, seconds = (c.info.mime, c.info.seconds) if c.info else (None, None)
+    return InputFile(role, c.seen.file, c.seen.rel, c.sha256, c.seen.size, c.seen.mtime_ns, mime, seconds)

@@ -1,0 +1,225 @@
+"""Dispatch: start the submissions and reconciliations that are due, hold what may not go yet.
+
+The intent is committed right before every paid request (the provider calls back through
+:class:`_Intents`); an answer that leaves the outcome unknown is reconciled before anything is sent
+again. What each error means is decided by the disposition table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from ..errors import ProviderError
+from ..ledger import Job, Ledger
+from ..providers.base import Intent
+from ..states import FailStage, HoldReason, JobState
+from .context import ProviderState, Work
+from .disposition import Fail, Hold, Pause, Retry, Step, decide, foreseen
+
+log = logging.getLogger("ugcwatchd.lifecycle")
+# The provider's request stages, as an error sidecar names them.
+FAIL_STAGES = {
+    "create": FailStage.SUBMIT,
+    "init": FailStage.SUBMIT,
+    "upload": FailStage.UPLOAD,
+    "start": FailStage.START,
+}
+
+
+class _Intents:
+    """Commits the intent to the ledger right before each paid request."""
+
+    def __init__(self, ledger: Ledger, job: Job, clock: Callable[[], float], estimate: int) -> None:
+        self.ledger = ledger
+        self.job = job
+        self.clock = clock
+        self.estimate = estimate
+        self.stage: str | None = None
+
+    async def submitting(self, stage: str, remote_id: str | None) -> None:
+        first = self.stage is None
+        self.stage = stage
+        fields: dict[str, object] = {"stage": stage, "sent_at": self.clock()}
+        if remote_id is not None:
+            fields["remote_id"] = remote_id
+        if first:
+            # The estimate goes with the intent: daily budgets add up what was sent, not what was planned.
+            fields["attempts"] = self.job.attempts + 1
+            fields["estimate"] = self.estimate
+        expect = (JobState.QUEUED, JobState.SUBMITTING)
+        self.job = self.ledger.move_job(self.job.id, JobState.SUBMITTING, expect=expect, **fields)
+
+    @property
+    def fail_stage(self) -> FailStage:
+        return FAIL_STAGES.get(self.stage or "", FailStage.SUBMIT)
+
+
+class Dispatch:
+    """Moves queued jobs to submitted, and interrupted submissions to an answer."""
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self) -> None:
+        """Start submissions and reconciliations that are due; release held work that may go."""
+        w = self.work
+        for ps in w.providers.values():
+            if ps.paused:
+                if ps.recheck_due(w.clock()):
+                    ps.paused_since = w.clock()
+                    await w.refresh_account(ps)
+                continue
+            self._release_held(ps)
+            unresolved = [
+                j for j in w.ledger.jobs_in(JobState.SUBMITTING, provider=ps.name) if j.id not in ps.submitting
+            ]
+            for job in unresolved:
+                if w.due(job):
+                    self._start(ps, job, self._reconcile(ps, job))
+            if unresolved and ps.provider.reconcile_serially:
+                # Such a provider is reconciled by time and content alone: a second unknown outcome beside
+                # the first could make both ambiguous. Resolve it before anything new is sent.
+                continue
+            self._submit_queued(ps)
+
+    def _submit_queued(self, ps: ProviderState) -> None:
+        w = self.work
+        for job in w.ledger.jobs_in(JobState.QUEUED, provider=ps.name):
+            if len(ps.submitting) >= ps.provider.submissions_at_once:
+                break
+            if job.id in ps.submitting or not w.due(job):
+                continue
+            reason = self.hold_reason(ps, job)
+            if reason is not None:
+                w.ledger.move_job(job.id, JobState.HELD, expect=JobState.QUEUED, detail=job.detail.but(held=reason))
+                log.info("%s: held %s: %s", ps.name, job.name, reason)
+                continue
+            self._start(ps, job, self._submit(ps, job))
+
+    def hold_reason(self, ps: ProviderState, job: Job) -> HoldReason | None:
+        """Why ``job`` must wait for credits or the daily budget, or None."""
+        estimate = self.work.estimate(ps, job)
+        budget = ps.settings.daily_budget
+        if budget is not None and self._spent_today(ps.name) + estimate > budget:
+            return HoldReason.BUDGET
+        if not ps.settings.allows_overage and ps.remaining is not None and ps.remaining - ps.reserved < estimate:
+            return HoldReason.CREDITS
+        return None
+
+    def _spent_today(self, provider: str) -> int:
+        midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        return self.work.ledger.estimated_since(provider, midnight)
+
+    def _release_held(self, ps: ProviderState) -> None:
+        w = self.work
+        for job in w.ledger.jobs_in(JobState.HELD, provider=ps.name):
+            if job.held in (HoldReason.CREDITS, HoldReason.BUDGET) and self.hold_reason(ps, job) is None:
+                w.ledger.move_job(job.id, JobState.QUEUED, expect=JobState.HELD, detail=job.detail.but(held=None))
+                log.info("%s: %s may go again", ps.name, job.name)
+
+    def _start(self, ps: ProviderState, job: Job, work: Awaitable[None]) -> None:
+        ps.submitting.add(job.id)
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception as exc:
+                # The stage's own handling let it through: one job's surprise never stops the others.
+                log.exception("%s: %s: unexpected error; it is tried again later", ps.name, job.name)
+                disposition = decide(exc, Step.SUBMIT)
+                if isinstance(disposition, Retry):
+                    self.work.retry_later(self.work.ledger.job(job.id), disposition.after)
+            finally:
+                ps.submitting.discard(job.id)
+
+        task = asyncio.create_task(run(), name=f"{ps.name}:{job.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, within: float) -> None:
+        """Let submissions under way finish; whatever is cut off is reconciled at the next start."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=within)
+
+    # -- submitting -------------------------------------------------------------------------------
+
+    async def _submit(self, ps: ProviderState, job: Job) -> None:
+        w = self.work
+        estimate = w.estimate(ps, job)
+        intents = _Intents(w.ledger, job, w.clock, estimate)
+        try:
+            remote_id = await ps.provider.submit(w.spec(ps, job), intents)
+        except Exception as exc:
+            self._settle_submit(ps, intents, exc)
+            return
+        ps.reserved += estimate
+        detail = intents.job.detail.but(submitted_at=w.clock())
+        w.ledger.move_job(job.id, JobState.SUBMITTED, expect=JobState.SUBMITTING, remote_id=remote_id, detail=detail)
+        w.item_running(job.item_id)
+        log.info("%s: submitted %s as %s", ps.name, job.name, remote_id)
+
+    def _settle_submit(self, ps: ProviderState, intents: _Intents, exc: Exception) -> None:
+        w, job = self.work, intents.job
+        if not foreseen(exc):
+            log.error("%s: %s: unexpected error; it is tried again later", ps.name, job.name, exc_info=exc)
+        disposition = decide(exc, Step.SUBMIT, max(1, job.attempts))
+        if isinstance(disposition, Fail):
+            stage = disposition.stage or intents.fail_stage
+            error = exc if isinstance(exc, ProviderError) else None
+            w.fail(job, stage, disposition.code, str(exc), exc=error, retryable=disposition.retryable)
+        elif isinstance(disposition, Pause):
+            w.pause(ps, str(exc))
+            w.back_to_queue(job, 0.0)
+        elif isinstance(disposition, Hold):
+            w.hold(job, disposition, str(exc))
+        elif disposition.reconcile and job.state == JobState.SUBMITTING:
+            log.warning(
+                "%s: %s: outcome unknown (%s); reconciling before anything is sent again", ps.name, job.name, exc
+            )
+            w.retry_later(job, disposition.after)
+        else:
+            w.back_to_queue(job, disposition.after)
+
+    # -- reconciling ------------------------------------------------------------------------------
+
+    async def _reconcile(self, ps: ProviderState, job: Job) -> None:
+        w = self.work
+        intent = Intent(w.spec(ps, job), job.sent_at or w.clock(), job.stage or "create", job.remote_id)
+        owned = w.ledger.remote_ids(ps.name) - ({job.remote_id} if job.remote_id else set())
+        try:
+            found = await ps.provider.reconcile(intent, owned)
+        except Exception as exc:
+            if not foreseen(exc):
+                log.error("%s: %s: unexpected error while reconciling", ps.name, job.name, exc_info=exc)
+            disposition = decide(exc, Step.RECONCILE, max(1, job.attempts))
+            if isinstance(disposition, Pause):
+                w.pause(ps, str(exc))
+            elif isinstance(disposition, Hold):
+                w.hold(job, disposition, str(exc))
+            elif isinstance(disposition, Retry):
+                w.retry_later(job, disposition.after)
+                log.warning("%s: %s: cannot reconcile yet: %s", ps.name, job.name, exc)
+            return
+        if found.outcome == "adopt" and found.remote_id:
+            detail = job.detail.but(adopted=True)
+            w.ledger.move_job(
+                job.id, JobState.SUBMITTED, expect=JobState.SUBMITTING, remote_id=found.remote_id, detail=detail
+            )
+            w.item_running(job.item_id)
+            log.info("%s: %s: found the job it had started: %s", ps.name, job.name, found.remote_id)
+        elif found.outcome == "none":
+            w.ledger.move_job(job.id, JobState.QUEUED, expect=JobState.SUBMITTING, detail=job.detail.but(retry_at=None))
+            log.info("%s: %s: the interrupted submission never arrived; it will be sent again", ps.name, job.name)
+        else:
+            detail = job.detail.but(candidates=tuple(found.candidates), held=HoldReason.AMBIGUOUS)
+            w.ledger.move_job(job.id, JobState.AMBIGUOUS, expect=JobState.SUBMITTING, detail=detail)
+            log.error(
+                "%s: %s: cannot tell which remote job is ours (%s); held for the operator",
+                ps.name,
+                job.name,
+                ", ".join(found.candidates) or "list too short",
+            )

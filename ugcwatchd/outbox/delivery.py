@@ -1,0 +1,198 @@
+"""Delivery: results and errors into the outbox, status sidecars kept current, inputs moved last.
+
+Every job is delivered on its own: an error delivering one is recorded on that job, logged once,
+and tried again with backoff, while the others go on. Inputs leave the inbox only after every job
+of their item has its terminal sidecar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from ..errors import ProviderError, StaleTransition
+from ..ledger import Item, Job
+from ..lifecycle.context import Work
+from ..lifecycle.disposition import AUTH_RECHECK, Fail, Pause, Retry, Step, decide, foreseen
+from ..rules import ResolvedRule
+from ..states import OPEN_ITEM_STATES, TERMINAL_JOB_STATES, FailStage, ItemState, JobState
+from .files import delete_input, move_input, remove, write_json
+from .sidecars import Document, Subject, error_document, result_document, status_document
+
+# Delivery logs under the lifecycle's name, as it always has: operators filter journal lines by it.
+log = logging.getLogger("ugcwatchd.lifecycle")
+STATUS_STATES = (JobState.QUEUED, JobState.SUBMITTING, JobState.SUBMITTED, JobState.HELD, JobState.AMBIGUOUS)
+
+
+@dataclass
+class _Trouble:
+    """A job whose delivery keeps failing: how often, until when to leave it, and what was said."""
+
+    count: int
+    until: float
+    message: str
+
+
+class Delivery:
+    """The delivery stage; one instance per daemon."""
+
+    def __init__(self, work: Work, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.work = work
+        self.monotonic = monotonic
+        self._status_written: dict[int, str] = {}
+        self._trouble: dict[int, _Trouble] = {}
+
+    async def __call__(self) -> None:
+        """Results and errors into the outbox, status sidecars kept current, inputs moved last."""
+        ledger = self.work.ledger
+        for job in ledger.jobs_in(JobState.REMOTE_DONE):
+            if self.work.due(job):
+                await self._isolated(job, self._deliver_result)
+        for job in ledger.failed_jobs_of_open_items():
+            if not job.detail.sidecar:
+                await self._isolated(job, self._write_error)
+        for job in ledger.jobs_in(*STATUS_STATES):
+            await self._isolated(job, self._write_status)
+        for item in ledger.items_in(*OPEN_ITEM_STATES):
+            jobs = ledger.jobs_of(item.id)
+            if jobs:
+                # An item's trouble (an archive folder that cannot be written) is kept on its first job.
+                await self._isolated(jobs[0], partial(self._finish_item, item, jobs))
+
+    async def _isolated(self, job: Job, step: Callable[[Job], Awaitable[None]]) -> None:
+        """Run one job's step; its failure is its own."""
+        trouble = self._trouble.get(job.id)
+        if trouble is not None and self.monotonic() < trouble.until:
+            return
+        try:
+            await step(job)
+        except Exception as exc:
+            self._troubled(job, exc)
+        else:
+            if trouble is not None:
+                del self._trouble[job.id]
+                log.info("%s: %s: delivered again after %d failed tries", job.provider, job.name, trouble.count)
+
+    def _troubled(self, job: Job, exc: Exception) -> None:
+        previous = self._trouble.get(job.id)
+        count = previous.count + 1 if previous else 1
+        disposition = decide(exc, Step.DELIVER, count)
+        wait = disposition.after if isinstance(disposition, Retry) else 60.0
+        message = str(exc) or type(exc).__name__
+        self._trouble[job.id] = _Trouble(count, self.monotonic() + wait, message)
+        if previous is None or previous.message != message:
+            # Logged once per kind of trouble, not on every tick.
+            exc_info = None if foreseen(exc) else exc
+            log.warning(
+                "%s: %s: cannot deliver now (%s); tried again", job.provider, job.name, message, exc_info=exc_info
+            )
+            try:
+                self.work.note(self.work.ledger.job(job.id), trouble=message)
+            except Exception:  # the ledger itself may be what failed; the log line above says enough
+                log.debug("cannot record the trouble of %s", job.name, exc_info=True)
+
+    def _subject(self, job: Job, item: Item | None = None) -> Subject:
+        ledger = self.work.ledger
+        item = item or ledger.item(job.item_id)
+        return Subject(item, job, ledger.inputs_of(item.id), ledger.job_created(job.id))
+
+    def _terminal(self, subject: Subject, kind: str, document: Document) -> None:
+        """Write a terminal sidecar, drop the status one, and tell the notify hooks."""
+        path = subject.path(kind)
+        write_json(path, document)
+        remove(subject.path("status"))
+        self.work.notify(subject.item, path, document)
+
+    # -- results ----------------------------------------------------------------------------------
+
+    async def _deliver_result(self, job: Job) -> None:
+        w = self.work
+        subject = self._subject(job)
+        ps = w.providers.get(job.provider)
+        remote = job.detail.remote
+        output = None
+        if remote is not None and remote.output_url and ps is not None:
+            target = subject.outbox / f"{job.name}.mp4"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                await ps.provider.fetch(remote, target)
+            except ProviderError as exc:
+                self._download_failed(job, exc)
+                return
+            output = target.name
+        self._terminal(subject, "result", result_document(subject, output, w.clock()))
+        detail = job.detail.but(sidecar="result", output=output, trouble=None)
+        w.ledger.move_job(job.id, JobState.DELIVERED, expect=JobState.REMOTE_DONE, detail=detail)
+        log.info("%s: delivered %s%s", job.provider, job.name, f" ({output})" if output else "")
+
+    def _download_failed(self, job: Job, exc: ProviderError) -> None:
+        tries = job.detail.download_tries + 1
+        disposition = decide(exc, Step.DOWNLOAD, tries)
+        if isinstance(disposition, Fail):
+            self.work.fail(
+                job, FailStage.DOWNLOAD, disposition.code, str(exc), exc=exc, retryable=disposition.retryable
+            )
+            return
+        if isinstance(disposition, Pause) and (ps := self.work.providers.get(job.provider)) is not None:
+            self.work.pause(ps, str(exc))
+        # A paused provider's downloads wait like a retry: the next try comes after the key is re-checked.
+        wait = disposition.after if isinstance(disposition, Retry) else AUTH_RECHECK
+        self.work.note(job, download_tries=tries, retry_at=self.work.clock() + wait)
+
+    # -- errors and status ------------------------------------------------------------------------
+
+    async def _write_error(self, job: Job) -> None:
+        subject = self._subject(job)
+        self._terminal(subject, "error", error_document(subject, self.work.clock()))
+        self.work.note(job, sidecar="error", trouble=None)
+
+    async def _write_status(self, job: Job) -> None:
+        subject = self._subject(job)
+        ps = self.work.providers.get(job.provider)
+        document = status_document(subject, bool(ps and ps.paused), self.work.clock())
+        fingerprint = repr({k: v for k, v in document.items() if k != "updated_at"})
+        if self._status_written.get(job.id) == fingerprint:
+            return
+        write_json(subject.path("status"), document)
+        self._status_written[job.id] = fingerprint
+
+    # -- closing items ----------------------------------------------------------------------------
+
+    async def _finish_item(self, item: Item, jobs: list[Job], _first: Job) -> None:
+        if not all(j.state in TERMINAL_JOB_STATES and j.detail.sidecar for j in jobs):
+            return
+        ok = all(j.state == JobState.DELIVERED for j in jobs)
+        rule = self.work.rule(item.rule)
+        if rule is not None:
+            self._dispose(item, rule, ok)
+        try:
+            self.work.ledger.move_item(item.id, ItemState.DELIVERED if ok else ItemState.FAILED)
+        except StaleTransition:
+            return
+        for job in jobs:
+            self._status_written.pop(job.id, None)
+        log.info("rule %s: %s %s", item.rule, "delivered" if ok else "failed", item.key)
+
+    def _dispose(self, item: Item, rule: ResolvedRule, ok: bool) -> None:
+        """Inputs leave the inbox only now, every sidecar written."""
+        inbox = rule.inbox_at(Path(item.inbox))
+        action = rule.behaviour.on_success if ok else rule.behaviour.on_failure
+        for taken in self.work.ledger.inputs_of(item.id):
+            source = Path(taken.path)
+            try:
+                st = source.stat()
+            except FileNotFoundError:
+                continue  # already dealt with before a crash, or removed by a person
+            if (st.st_size, st.st_mtime_ns) != (taken.bytes, taken.mtime_ns):
+                log.warning("rule %s: %s changed since it was taken; it is left where it is", item.rule, source)
+                continue
+            if action == "archive":
+                move_input(source, inbox.archive_dir, taken.name)
+            elif action == "move":
+                move_input(source, inbox.failed_dir, taken.name)
+            elif action == "delete":
+                delete_input(source)
