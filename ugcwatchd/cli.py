@@ -28,6 +28,24 @@ def _positive(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds (0 or more)")
+    return value
+
+
+def _whole_seconds(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of seconds (0 or more)")
+    return value
+
+
+# The sandbox's --download-mode values (ugcwatchd.sandbox.DOWNLOAD_MODES; the sandbox is imported lazily).
+_DOWNLOAD_MODES = ("normal", "slow", "huge", "redirect-http", "redirect-html", "truncated", "error")
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65533:
@@ -66,7 +84,7 @@ def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument(
         "--fail-rate", type=_fraction, default=0.0, help="share of API requests answered 500/502/dropped (default: 0)"
     )
-    p.add_argument("--seed", type=int, default=None, help="seed for --fail-rate, for repeatable runs")
+    p.add_argument("--seed", type=int, default=None, help="seed for --fail-rate and --odd-answers, for repeatable runs")
     p.add_argument(
         "--upload-expires", type=int, default=900, help="lifetime of presigned upload URLs in seconds (default: 900)"
     )
@@ -75,6 +93,43 @@ def _add_sandbox(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=_positive,
         default=60.0,
         help="length in seconds of FaceDub's sliding rate-limit windows (default: 60, as documented)",
+    )
+    p.add_argument(
+        "--late-create",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="FaceDub POST /jobs answers 504 and creates the job SECONDS later; with --fail-rate, only the "
+        "requests it faults after effect (default: 0, off)",
+    )
+    p.add_argument(
+        "--answer-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="paid requests (FaceDub POST /jobs, DubLab start-dub) take effect at once but are answered "
+        "SECONDS later (default: 0)",
+    )
+    p.add_argument(
+        "--odd-answers",
+        type=_fraction,
+        default=0.0,
+        metavar="RATE",
+        help="share of successful list/account GETs answered with a malformed 200 (default: 0)",
+    )
+    p.add_argument(
+        "--retry-after",
+        type=_whole_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="the Retry-After sent with every 429 (default: the honest value)",
+    )
+    p.add_argument(
+        "--download-mode",
+        choices=_DOWNLOAD_MODES,
+        default="normal",
+        metavar="MODE",
+        help=f"how FaceDub's output_url answers: {', '.join(_DOWNLOAD_MODES)} (default: normal)",
     )
     p.set_defaults(handler=_cmd_sandbox)
 
@@ -100,6 +155,11 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
         seed=args.seed,
         upload_expires=args.upload_expires,
         rate_window=args.rate_window,
+        late_create=args.late_create,
+        answer_delay=args.answer_delay,
+        odd_answers=args.odd_answers,
+        retry_after=args.retry_after,
+        download_mode=args.download_mode,
     )
     with map_os_errors(f"listen on {args.host}:{args.port}"):
         run(config, announce=lambda line: print(line, flush=True))

@@ -3,7 +3,7 @@
 Written from the two API documents alone; it imports nothing of the client.
 """
 
-from .common import SandboxConfig
+from .common import DOWNLOAD_MODES, SandboxConfig
 from .server import SERVICES, Sandbox, run
 
-__all__ = ["SERVICES", "Sandbox", "SandboxConfig", "run"]
+__all__ = ["DOWNLOAD_MODES", "SERVICES", "Sandbox", "SandboxConfig", "run"]

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from ..languages import LANGUAGES
-from .common import RequestStats, SandboxConfig, error, json_body
+from .common import OddAnswers, RequestStats, SandboxConfig, Shape, answer_after, error, json_body
 from .media import probe_duration
 from .uploads import UploadSigner
 
@@ -25,6 +25,12 @@ _MIME = re.compile(r"^(video|audio)/[A-Za-z0-9.+-]+$")
 _QUEUED_SHARE = 0.15  # of a dub's time spent "In Queue"
 _FAIL_AT = 0.5  # share of a dub's time after which a doomed dub reports failure
 UPLOADING, IN_QUEUE, PROCESSING, FAILED, COMPLETED = 1, 2, 3, 4, 5
+# --odd-answers: what a malformed answer may do to a dub record or to /me.
+_DUB_SHAPE = Shape(
+    required=("id", "name", "externalStatusId", "createdAt"),
+    wrong=(("name", lambda v: None), ("externalStatusId", str), ("progressPercentage", lambda v: v + 0.5)),
+)
+_ME_SHAPE = Shape(required=("id", "seconds"), wrong=(("seconds", lambda v: v + 0.5), ("seconds", str)))
 
 
 def iso(ts: float) -> str:
@@ -107,6 +113,7 @@ class DubLab:
         self.stats = stats
         self.users: dict[str, User] = {}
         self.files: dict[str, DubFile] = {}
+        self.odd = OddAnswers(config.odd_answers, config.seed, "dublab", stats)
         # Uploads are measured in a worker thread; the event loop reads the same records.
         self._lock = threading.Lock()
         for n, key in enumerate(config.dublab_keys, start=1):
@@ -169,14 +176,14 @@ class DubLab:
 
     async def me(self, request: Request) -> Response:
         user = self._user(request)
-        return user if isinstance(user, Response) else JSONResponse(user.profile())
+        return user if isinstance(user, Response) else self.odd.answer("GET /api/v1/me", user.profile(), _ME_SHAPE)
 
     async def dubs(self, request: Request) -> Response:
         user = self._user(request)
         if isinstance(user, Response):
             return user
         mine = [f for f in self.files.values() if f.owner == user.id]
-        return JSONResponse([self._record(f) for f in reversed(mine)])
+        return self.odd.answer("GET /api/v1/dubs", [self._record(f) for f in reversed(mine)], _DUB_SHAPE)
 
     async def langs(self, request: Request) -> Response:
         user = self._user(request)
@@ -249,7 +256,7 @@ class DubLab:
                 f.failure = "Could not decode the uploaded media: unsupported or corrupt file"
             elif user.fail_jobs:
                 f.failure = "Dubbing failed: no speech detected in the source audio"
-        return JSONResponse({"success": True, "fileId": f.id})
+        return await answer_after(self.config.answer_delay, JSONResponse({"success": True, "fileId": f.id}))
 
     def on_upload(self, owner: str, file_id: str, path: Path) -> None:
         """Called by the upload host once a PUT is stored: measure it, mark the record uploaded."""

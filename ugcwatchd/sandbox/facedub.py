@@ -6,7 +6,7 @@ import asyncio
 import json
 import math
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +16,22 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Scope
 
-from .common import RequestStats, SandboxConfig, SlidingWindow, TokenSigner, bearer_token, error, json_body, retry_after
+from .common import (
+    AFTER_FAULT,
+    OWN_ANSWER,
+    Drip,
+    OddAnswers,
+    RequestStats,
+    SandboxConfig,
+    Shape,
+    SlidingWindow,
+    TokenSigner,
+    answer_after,
+    bearer_token,
+    error,
+    json_body,
+    retry_after,
+)
 from .media import has_video_stream, mp4_bytes, sniff_photo
 
 MAX_ACTIVE_KEYS = 5
@@ -25,6 +40,17 @@ MAX_LISTED_JOBS = 50
 _STAGES = ("analyzing_motion", "generating_views", "rendering", "encoding")
 _QUEUED_SHARE = 0.2  # of a job's time spent queued before processing starts
 _FAIL_AT = 0.6  # share of a job's time after which a doomed job reports failure
+_DRIP_PIECE, _DRIP_EVERY = 1024, 2.0  # --download-mode slow and huge: 1 KiB every 2 s
+_HUGE_LENGTH = 1_000_000_000_000  # --download-mode huge: the Content-Length announced
+# --odd-answers: what a malformed answer may do to a job record or to /usage.
+_JOB_SHAPE = Shape(
+    required=("id", "status", "created_at", "duration_seconds", "credits_charged"),
+    wrong=(("created_at", lambda v: v + 0.5), ("duration_seconds", str), ("status", lambda v: None)),
+)
+_USAGE_SHAPE = Shape(
+    required=("plan", "credits_used", "credits_limit", "credits_remaining"),
+    wrong=(("credits_remaining", lambda v: v + 0.5), ("credits_used", str)),
+)
 
 
 @dataclass
@@ -108,6 +134,8 @@ class FaceDub:
         self.accounts: dict[str, Account] = {}
         self.keys: dict[str, ApiKey] = {}
         self.jobs: dict[str, Job] = {}
+        self.pending: list[Job] = []  # --late-create: accepted, created at their ``created`` time
+        self.odd = OddAnswers(config.odd_answers, config.seed, "facedub", stats)
         self.signer = TokenSigner(self.clock)
         self.windows = {
             "POST /jobs": SlidingWindow(10, self.clock, config.rate_window),
@@ -147,6 +175,7 @@ class FaceDub:
     # -- authentication and limits --------------------------------------------------------------
 
     def _account_for_key(self, request: Request) -> Account | Response:
+        self._create_due()
         if not request.headers.get("authorization"):
             return error(401, "Missing API key: send Authorization: Bearer fdb_…")
         api_key = self.keys.get(bearer_token(request) or "")
@@ -162,7 +191,9 @@ class FaceDub:
             return error(403, "Forbidden: API access requires an Agency plan")
         wait = self.windows[window].hit(account.user_id)
         if wait is not None:
-            return error(429, f"Too many requests: rate limit for {window} exceeded", retry_after(wait))
+            return error(
+                429, f"Too many requests: rate limit for {window} exceeded", retry_after(wait, self.config.retry_after)
+            )
         return None
 
     def _authorize(self, request: Request, window: str) -> Account | Response:
@@ -179,7 +210,7 @@ class FaceDub:
             "id": job.id,
             "status": status,
             "stage": stage,
-            "output_url": f"{self.public_url}/cdn/{job.id}/{job.output_token}.mp4" if status == "completed" else None,
+            "output_url": self._output_url(job) if status == "completed" else None,
             "created_at": int(job.created),
             "error": "Generation failed: no face could be tracked in the character photo"
             if status == "failed"
@@ -209,21 +240,48 @@ class FaceDub:
             return error(
                 429,
                 f"Too many requests: {MAX_CONCURRENT_JOBS} jobs are already running; wait for one to complete",
-                retry_after(soonest),
+                retry_after(soonest, self.config.retry_after),
             )
         cost = math.ceil(duration / 5)
+        if self._creates_late(request):
+            # A backend that goes on after its gateway gave up: the job appears, charged, only later.
+            request.scope[OWN_ANSWER] = True
+            late = now + self.config.late_create
+            self.pending.append(Job(secrets.token_hex(6), account.user_id, late, -1, duration, cost, account.fail_jobs))
+            return await answer_after(self.config.answer_delay, error(504, "Gateway timeout"))
         is_overage = account.credits_remaining < cost
         account.credits_used += cost
         job = Job(secrets.token_hex(6), account.user_id, now, len(self.jobs), duration, cost, account.fail_jobs)
         self.jobs[job.id] = job
-        return JSONResponse({"job_id": job.id, "status": "queued", "credits_charged": cost, "is_overage": is_overage})
+        return await answer_after(
+            self.config.answer_delay,
+            JSONResponse({"job_id": job.id, "status": "queued", "credits_charged": cost, "is_overage": is_overage}),
+        )
+
+    def _creates_late(self, request: Request) -> bool:
+        """``--late-create`` strikes every POST /jobs, or with ``--fail-rate`` those it faults after effect."""
+        if self.config.late_create <= 0:
+            return False
+        return self.config.fail_rate <= 0 or bool(request.scope.get(AFTER_FAULT))
+
+    def _create_due(self) -> None:
+        """Create the late jobs whose time has come, in that order, charging their credits now."""
+        if not self.pending:
+            return
+        now = self.clock()
+        due = sorted((j for j in self.pending if j.created <= now), key=lambda j: j.created)
+        self.pending = [j for j in self.pending if j.created > now]
+        for job in due:
+            job.seq = len(self.jobs)
+            self.accounts[job.owner].credits_used += job.credits_charged
+            self.jobs[job.id] = job
 
     async def list_jobs(self, request: Request) -> Response:
         account = self._authorize(request, "GET /jobs/*")
         if isinstance(account, Response):
             return account
         mine = sorted((j for j in self.jobs.values() if j.owner == account.user_id), key=lambda j: -j.seq)
-        return JSONResponse([self._view(j) for j in mine[:MAX_LISTED_JOBS]])
+        return self.odd.answer("GET /jobs", [self._view(j) for j in mine[:MAX_LISTED_JOBS]], _JOB_SHAPE)
 
     async def get_job(self, request: Request) -> Response:
         account = self._authorize(request, "GET /jobs/*")
@@ -235,6 +293,7 @@ class FaceDub:
         return JSONResponse(self._view(job))
 
     async def stream_job(self, request: Request) -> Response:
+        self._create_due()
         token = request.query_params.get("token")
         if not token:
             return error(401, "Unauthorized: SSE streaming requires a JWT in the token query parameter")
@@ -270,7 +329,12 @@ class FaceDub:
             quiet += tick
 
     async def download(self, request: Request) -> Response:
-        """The CDN behind ``output_url``: unauthenticated, like a signed CDN link."""
+        """The CDN behind ``output_url``: unauthenticated, like a signed CDN link.
+
+        ``--download-mode`` makes it misbehave; a link it redirects to (``?redirected=1``) is served
+        normally.
+        """
+        self._create_due()
         job = self.jobs.get(request.path_params["job_id"])
         if (
             job is None
@@ -278,8 +342,24 @@ class FaceDub:
             or job.status(self.clock(), self.config.job_seconds)[0] != "completed"
         ):
             return error(404, "Not found")
+        mode = "normal" if "redirected" in request.query_params else self.config.download_mode
+        if mode == "error":
+            return error(503, "Service unavailable")
+        if mode == "redirect-http":
+            return Response(status_code=302, headers={"Location": f"{self._output_url(job)}?redirected=1"})
+        if mode == "redirect-html":
+            return Response("<html>Moved</html>", status_code=302, media_type="text/html")
         body = await asyncio.to_thread(mp4_bytes, job.duration)
+        if mode == "slow":
+            return Drip(_pieces(body), length=len(body), interval=_DRIP_EVERY)
+        if mode == "huge":
+            return Drip(_pieces(body, endless=True), length=_HUGE_LENGTH, interval=_DRIP_EVERY)
+        if mode == "truncated":
+            return Drip([body[: len(body) // 2]], length=len(body), interval=0, drop=True)
         return Response(body, media_type="video/mp4")
+
+    def _output_url(self, job: Job) -> str:
+        return f"{self.public_url}/cdn/{job.id}/{job.output_token}.mp4"
 
     # -- usage and keys -------------------------------------------------------------------------
 
@@ -287,7 +367,7 @@ class FaceDub:
         account = self._authorize(request, "other")
         if isinstance(account, Response):
             return account
-        return JSONResponse(account.usage())
+        return self.odd.answer("GET /usage", account.usage(), _USAGE_SHAPE)
 
     async def create_key(self, request: Request) -> Response:
         account = self._authorize(request, "other")
@@ -360,7 +440,10 @@ class FaceDub:
         return JSONResponse({**account.usage(), "suspended": account.suspended, "fail_jobs": account.fail_jobs})
 
     async def sandbox_stats(self, request: Request) -> Response:
-        return JSONResponse({"answers": self.stats.answers, "jobs_created": len(self.jobs)})
+        self._create_due()
+        return JSONResponse(
+            {"answers": self.stats.answers, "jobs_created": len(self.jobs), "jobs_pending": len(self.pending)}
+        )
 
 
 def _check_job_form(photo: object, video: object) -> str | None:
@@ -376,6 +459,14 @@ def _check_job_form(photo: object, video: object) -> str | None:
     if not has_video_stream(video.file):
         return "reference_video must be a readable video file"
     return None
+
+
+def _pieces(body: bytes, *, endless: bool = False) -> Iterator[bytes]:
+    """``body`` in 1 KiB pieces; ``endless``: then zeros, forever."""
+    for start in range(0, len(body), _DRIP_PIECE):
+        yield body[start : start + _DRIP_PIECE]
+    while endless:
+        yield bytes(_DRIP_PIECE)
 
 
 def _parse_duration(raw: object) -> int | str:
