@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ProviderError, UgcwatchdError, UsageError
-from .ledger import Item, Job, Ledger
+from .inbox.fingerprint import sha256_of
+from .ledger import InputFile, Item, Job, Ledger
 from .outbox import iso, move_input, remove, sidecar_path
 from .rules import Config
 from .settings import Settings
@@ -79,7 +80,12 @@ def print_jobs(rows: list[dict[str, Any]]) -> None:
 
 
 def retry(ledger: Ledger, config: Config, item_ids: list[int]) -> list[str]:
-    """Re-queue the failed jobs of failed items: an operator's act, which may cost credits."""
+    """Send the failed jobs of failed items again: an operator's act, which may cost credits.
+
+    A job whose remote result exists is downloaded again, never resubmitted. The inputs go back into
+    the inbox exactly as they were taken (found by hash); an item whose content is nowhere to be
+    found is refused before anything changes.
+    """
     done = []
     for item_id in item_ids:
         try:
@@ -100,28 +106,80 @@ def retry(ledger: Ledger, config: Config, item_ids: list[int]) -> list[str]:
                 )
             raise UsageError(f"item {item_id} has no failed job to retry (it is {item.state})")
         _restore_inputs(ledger, config, item)
+        words = []
         for job in again:
             remove(sidecar_path(Path(item.outbox), job.name, "error"))
-            ledger.requeue(job.id)
+            if _result_exists(job):
+                ledger.redownload(job.id)
+                words.append(f"{job.name} (downloaded again)")
+            else:
+                ledger.requeue(job.id)
+                words.append(job.name)
         if item.state == ItemState.FAILED:
             ledger.move_item(item_id, ItemState.PLANNED)
-        done.append(f"item {item_id}: {', '.join(j.name for j in again)} queued again")
+        done.append(f"item {item_id}: {', '.join(words)} queued again")
     return done
 
 
+def _result_exists(job: Job) -> bool:
+    """The provider finished the job (and charged for it): only its delivery failed."""
+    remote = job.detail.remote
+    completed = remote is not None and remote.state == "completed"
+    return job.state == JobState.FAILED and job.remote_id is not None and completed
+
+
 def _restore_inputs(ledger: Ledger, config: Config, item: Item) -> None:
-    """Bring inputs moved to the failed folder back to where they were taken from."""
-    rule = next((r for r in config.rules if r.name == item.rule), None)
-    if rule is None:
-        return
-    failed_dir = rule.inbox_at(Path(item.inbox)).failed_dir
+    """Put every input back where it was taken from, exactly the content that was taken.
+
+    Nothing moves until every input is found: a retry never half-happens.
+    """
+    moves: list[tuple[InputFile, Path]] = []
     for taken in ledger.inputs_of(item.id):
         original = Path(taken.path)
-        parked = failed_dir / taken.name
-        if not original.exists() and parked.exists():
-            restored = move_input(parked, original.parent, original.name)
-            if restored is not None and restored != original:
-                raise UgcwatchdError(f"cannot put {parked} back: {original} is taken")
+        if _is_taken_content(original, taken):
+            continue
+        found = next((c for c in _parked_candidates(config, item, taken) if _is_taken_content(c, taken)), None)
+        if found is None:
+            raise UsageError(
+                f"item {item.id}: {taken.name} with the content that was taken (sha256 {taken.sha256[:12]}…) "
+                "is nowhere to be found",
+                remedy="drop the file into the inbox again; it is then a new drop",
+            )
+        if original.exists():
+            raise UsageError(f"cannot put {found} back: {original} is taken by another file")
+        moves.append((taken, found))
+    for taken, found in moves:
+        original = Path(taken.path)
+        restored = move_input(found, original.parent, original.name)
+        if restored != original:
+            raise UgcwatchdError(f"cannot put {found} back: {original} is taken")
+        st = original.stat()
+        ledger.rebind_input(item.id, taken.path, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _is_taken_content(path: Path, taken: InputFile) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if (st.st_size, st.st_mtime_ns, st.st_ino) == (taken.bytes, taken.mtime_ns, taken.inode):
+        return True
+    return st.st_size == taken.bytes and sha256_of(path) == taken.sha256
+
+
+def _parked_candidates(config: Config, item: Item, taken: InputFile) -> list[Path]:
+    """Where delivery may have put the file: the recorded place, else the failed folder by name."""
+    found = [Path(taken.parked)] if taken.parked else []
+    failed_dir = item.settings.failed_dir if item.settings else None
+    if failed_dir is None:
+        rule = next((r for r in config.rules if r.name == item.rule), None)
+        failed_dir = str(rule.inbox_at(Path(item.inbox)).failed_dir) if rule else None
+    if failed_dir is not None:
+        relative = Path(taken.name)
+        stem, dot, suffix = relative.name.partition(".")
+        folder = Path(failed_dir) / relative.parent
+        found += [folder / relative.name, *(folder / f"{stem}-{n}{dot}{suffix}" for n in range(2, 100))]
+    return found
 
 
 async def usage(config: Config, settings: Settings) -> list[str]:

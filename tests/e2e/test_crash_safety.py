@@ -24,7 +24,7 @@ def make_world(root: Path, sb: SandboxProcess, poll: str = "1s") -> Path:
     rules.write_text(
         f"""\
 providers:
-  facedub: {{base_url: "{sb.urls["facedub"]}", poll_every: {poll}}}
+  facedub: {{base_url: "{sb.urls["facedub"]}", poll_every: {poll}, reconcile_grace: 2s}}
   dublab: {{base_url: "{sb.urls["dublab"]}", poll_every: {poll}}}
 defaults: {{stable_after: 0.5s, rescan_every: 2s}}
 rules:

@@ -14,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..ledger import Earlier, Failure, InputFile, JobDetail, Ledger, PlannedJob
+from ..ledger import Earlier, Failure, InputFile, ItemSettings, JobDetail, Ledger, PlannedJob
 from ..rules import FaceDubAction, Inbox
 from ..states import ErrorCode, FailStage, JobState
 from .group import Candidate, Plan, plan_dublab, plan_facedub_batch, plan_facedub_stems
@@ -123,6 +123,12 @@ class Recorder:
             inputs=inputs,
             jobs=jobs,
             reason=reason,
+            settings=ItemSettings(
+                self.rule.behaviour.on_success,
+                self.rule.behaviour.on_failure,
+                str(self.inbox.archive_dir),
+                str(self.inbox.failed_dir),
+            ),
         )
         verb = f"failed ({reason})" if failed else "planned"
         log.info("rule %s: %s %s: %s", self.rule.name, verb, plan.key, ", ".join(j.name for j in jobs))
@@ -147,4 +153,5 @@ class Recorder:
 def input_file(role: str, c: Candidate) -> InputFile:
     """The ledger's record of one input of an item."""
     mime, seconds = (c.info.mime, c.info.seconds) if c.info else (None, None)
-    return InputFile(role, c.seen.file, c.seen.rel, c.sha256, c.seen.size, c.seen.mtime_ns, mime, seconds)
+    seen = c.seen
+    return InputFile(role, seen.file, seen.rel, c.sha256, seen.size, seen.mtime_ns, mime, seconds, seen.ino)

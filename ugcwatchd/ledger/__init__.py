@@ -1,7 +1,7 @@
 """The ledger: the single source of truth, in SQLite, committed before every side effect."""
 
 from ..errors import LedgerError, StaleTransition
-from .records import Earlier, Failure, InputFile, Item, Job, JobDetail, PlannedJob, new_token
+from .records import Earlier, Failure, InputFile, Item, ItemSettings, Job, JobDetail, PlannedJob, new_token
 from .schema import FILE_NAME, ITEM_MOVES, ITEM_STATES, JOB_MOVES, JOB_STATES, SCHEMA_VERSION
 from .store import Ledger
 
@@ -16,6 +16,7 @@ __all__ = [
     "Failure",
     "InputFile",
     "Item",
+    "ItemSettings",
     "Job",
     "JobDetail",
     "Ledger",

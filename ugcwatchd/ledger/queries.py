@@ -7,7 +7,7 @@ import sqlite3
 from typing import Any
 
 from ..errors import StaleTransition
-from ..states import OPEN_ITEM_STATES, SPENDING_JOB_STATES, ItemState, JobState
+from ..states import OPEN_ITEM_STATES, RUNNING_JOB_STATES, SPENDING_JOB_STATES, ItemState, JobState
 from .records import InputFile, Item, Job, input_from_row, item_from_row, job_from_row
 
 
@@ -75,6 +75,26 @@ class Queries:
             (provider, since, *SPENDING_JOB_STATES),
         ).fetchone()
         return int(row[0])
+
+    def reserved(self, provider: str, since: float, *, on_completion: bool) -> int:
+        """Estimates of jobs that may cost money the account did not yet show when read at ``since``.
+
+        Billed at creation: every intent whose outcome is unknown, and everything sent since the read.
+        Billed on completion: everything started and not yet finished, and what finished since the read.
+        """
+        if on_completion:
+            query = (
+                "SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND"
+                " (state IN (?, ?, ?) OR (state = ? AND updated_at >= ?))"
+            )
+            args: tuple[object, ...] = (provider, *RUNNING_JOB_STATES, JobState.DELIVERED, since)
+        else:
+            query = (
+                "SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND"  # noqa: S608
+                f" (state = ? OR (state IN ({_marks(SPENDING_JOB_STATES)}) AND sent_at >= ?))"
+            )
+            args = (provider, JobState.SUBMITTING, *SPENDING_JOB_STATES, since)
+        return int(self._db.execute(query, args).fetchone()[0])
 
     def open_item_with_input(self, path: str) -> Item | None:
         """The unfinished item that already holds the file at ``path``, if any."""

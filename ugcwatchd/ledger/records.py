@@ -26,6 +26,28 @@ class InputFile:
     mtime_ns: int
     mime: str | None = None
     seconds: float | None = None
+    inode: int | None = None  # None in items recorded before inodes were
+    parked: str | None = None  # where delivery moved it (archive or failed folder), once it has
+
+
+@dataclass(frozen=True)
+class ItemSettings:
+    """What an item was planned with: it finishes under these even if its rule is renamed or gone."""
+
+    on_success: str  # archive | delete | keep
+    on_failure: str  # move | keep
+    archive_dir: str
+    failed_dir: str
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str | None) -> ItemSettings | None:
+        if not text:
+            return None
+        data = json.loads(text)
+        return cls(data["on_success"], data["on_failure"], data["archive_dir"], data["failed_dir"])
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,20 @@ class Failure:
     earlier: Earlier | None = None
 
 
+# Plain values stored under their own names, only when set.
+_OPTIONAL = (
+    "retry_at",
+    "submitted_at",
+    "completed_at",
+    "sidecar",
+    "output",
+    "trouble",
+    "body_sent_at",
+    "reconcile_from",
+    "none_seen_at",
+)
+
+
 @dataclass(frozen=True)
 class JobDetail:
     """Everything about a job beyond its columns."""
@@ -67,6 +103,9 @@ class JobDetail:
     sidecar: str | None = None  # "result" or "error" once the terminal sidecar is written
     output: str | None = None  # the output file's name, once downloaded
     trouble: str | None = None  # the last local error delivering it (a full disk, a vanished share)
+    body_sent_at: float | None = None  # when the last paid request's body was handed over in full
+    reconcile_from: float | None = None  # body end unknown: the grace counts from the first reconciliation
+    none_seen_at: float | None = None  # the first reconciliation read, after the grace, that found nothing
 
     def but(self, **changes: Any) -> JobDetail:
         """A copy with ``changes``."""
@@ -94,7 +133,7 @@ class JobDetail:
                 out.update(
                     earlier_job=f.earlier.job, earlier_sidecar=f.earlier.sidecar, earlier_remote_id=f.earlier.remote_id
                 )
-        for key in ("retry_at", "submitted_at", "completed_at", "sidecar", "output", "trouble"):
+        for key in _OPTIONAL:
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.download_tries:
@@ -142,6 +181,9 @@ class JobDetail:
             sidecar=data.get("sidecar"),
             output=data.get("output"),
             trouble=data.get("trouble"),
+            body_sent_at=data.get("body_sent_at"),
+            reconcile_from=data.get("reconcile_from"),
+            none_seen_at=data.get("none_seen_at"),
         )
 
     def dumps(self) -> str | None:
@@ -195,6 +237,7 @@ class Item:
     key: str
     state: ItemState
     reason: str | None
+    settings: ItemSettings | None = None
 
 
 def new_token() -> str:
@@ -212,6 +255,7 @@ def item_from_row(row: sqlite3.Row) -> Item:
         row["key"],
         ItemState(row["state"]),
         row["reason"],
+        ItemSettings.loads(row["settings"]),
     )
 
 
@@ -235,4 +279,15 @@ def job_from_row(row: sqlite3.Row) -> Job:
 
 
 def input_from_row(r: sqlite3.Row) -> InputFile:
-    return InputFile(r["role"], r["path"], r["name"], r["sha256"], r["bytes"], r["mtime_ns"], r["mime"], r["seconds"])
+    return InputFile(
+        r["role"],
+        r["path"],
+        r["name"],
+        r["sha256"],
+        r["bytes"],
+        r["mtime_ns"],
+        r["mime"],
+        r["seconds"],
+        r["inode"],
+        r["parked"],
+    )

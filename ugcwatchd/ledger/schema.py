@@ -18,7 +18,7 @@ JOB_MOVES: dict[JobState, frozenset[JobState]] = {
     J.HELD: frozenset({J.QUEUED, J.SUBMITTING, J.SUBMITTED, J.FAILED}),
     J.AMBIGUOUS: frozenset({J.QUEUED, J.SUBMITTED, J.FAILED}),
     J.DELIVERED: frozenset(),
-    J.FAILED: frozenset({J.QUEUED}),  # only by an operator's `retry`
+    J.FAILED: frozenset({J.QUEUED, J.REMOTE_DONE}),  # only by an operator's `retry`
 }
 ITEM_MOVES: dict[ItemState, frozenset[ItemState]] = {
     It.PLANNED: frozenset({It.RUNNING, It.DELIVERED, It.FAILED}),
@@ -86,9 +86,19 @@ SCHEMA: Sequence[str] = (
         detail TEXT
     );
     """,
+    # version 2: jobs bound to the exact file (inode), where each input went (retry restores exactly
+    # that file), the settings an item was planned with (a renamed rule never re-plans it), and an
+    # index so a day's spend is one range read however long the history.
+    """
+    ALTER TABLE inputs ADD COLUMN inode INTEGER;
+    ALTER TABLE inputs ADD COLUMN parked TEXT;
+    ALTER TABLE items ADD COLUMN settings TEXT;
+    CREATE INDEX jobs_provider_sent ON jobs(provider, sent_at);
+    CREATE INDEX jobs_provider_state ON jobs(provider, state);
+    """,
 )
 SCHEMA_VERSION = len(SCHEMA)
 
 # Kept for the operator commands and older importers: the states as plain tuples.
-ITEM_STATES = tuple(ItemState)
-JOB_STATES = tuple(JobState)
+ITEM_STATES = tuple(s.value for s in ItemState)
+JOB_STATES = tuple(s.value for s in JobState)

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import LedgerError, StaleTransition
 from ..states import ItemState, JobState
 from .queries import Queries
-from .records import InputFile, Item, Job, JobDetail, PlannedJob, new_token
+from .records import InputFile, Item, ItemSettings, Job, JobDetail, PlannedJob, new_token
 from .schema import FILE_NAME, ITEM_MOVES, JOB_MOVES, SCHEMA, SCHEMA_VERSION
 
 JOB_FIELDS = frozenset({"stage", "remote_id", "sent_at", "attempts", "detail", "token", "estimate"})
@@ -96,20 +96,24 @@ class Ledger(Queries):
         jobs: Sequence[PlannedJob],
         state: ItemState = ItemState.PLANNED,
         reason: str | None = None,
+        settings: ItemSettings | None = None,
     ) -> Item:
         """Record an item with its inputs and jobs in one transaction."""
         now = self._clock()
         with self.transaction() as db:
             cur = db.execute(
-                "INSERT INTO items (rule, provider, inbox, outbox, key, state, reason, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rule, provider, inbox, outbox, key, state, reason, now, now),
+                "INSERT INTO items (rule, provider, inbox, outbox, key, state, reason, settings, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rule, provider, inbox, outbox, key, state, reason, settings.dumps() if settings else None, now, now),
             )
             item_id = int(cur.lastrowid or 0)
             db.executemany(
-                "INSERT INTO inputs (item_id, role, path, name, sha256, bytes, mtime_ns, mime, seconds)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(item_id, i.role, i.path, i.name, i.sha256, i.bytes, i.mtime_ns, i.mime, i.seconds) for i in inputs],
+                "INSERT INTO inputs (item_id, role, path, name, sha256, bytes, mtime_ns, mime, seconds, inode)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (item_id, i.role, i.path, i.name, i.sha256, i.bytes, i.mtime_ns, i.mime, i.seconds, i.inode)
+                    for i in inputs
+                ],
             )
             db.executemany(
                 "INSERT INTO jobs (item_id, token, name, provider, dedupe_key, params, estimate, state, detail,"
@@ -191,6 +195,27 @@ class Ledger(Queries):
             )
             self._event(item_id, None, f"item {current} -> {to}", {"reason": reason} if reason else None)
         return self.item(item_id)
+
+    def park_input(self, item_id: int, path: str, parked: str | None) -> None:
+        """Record where delivery moved an input (None: it was deleted or left in place)."""
+        with self.transaction() as db:
+            db.execute("UPDATE inputs SET parked = ? WHERE item_id = ? AND path = ?", (parked, item_id, path))
+            self._event(item_id, None, "input parked", {"path": path, "parked": parked})
+
+    def rebind_input(self, item_id: int, path: str, size: int, mtime_ns: int, inode: int) -> None:
+        """The same content (checked by hash) is back at ``path`` as another file: bind the job to it."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE inputs SET bytes = ?, mtime_ns = ?, inode = ?, parked = NULL WHERE item_id = ? AND path = ?",
+                (size, mtime_ns, inode, item_id, path),
+            )
+            self._event(item_id, None, "input restored", {"path": path})
+
+    def redownload(self, job_id: int) -> Job:
+        """An operator's retry of a job whose remote result exists: fetch it again, never resubmit it."""
+        job = self.job(job_id)
+        detail = job.detail.cleared().but(remote=job.detail.remote, completed_at=job.detail.completed_at)
+        return self.move_job(job_id, JobState.REMOTE_DONE, expect=JobState.FAILED, detail=detail)
 
     def requeue(self, job_id: int) -> Job:
         """An operator's retry: a failed or ambiguous job starts again from queued, its error cleared."""

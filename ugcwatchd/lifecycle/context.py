@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import ProviderError
 from ..hooks import Hooks
 from ..ledger import Failure, Item, Job, Ledger
-from ..providers.base import InputRef, JobSpec, Provider
+from ..providers.base import Fingerprint, InputRef, JobSpec, Provider
 from ..rules import Config, ProviderSettings, ResolvedRule
 from ..states import ErrorCode, FailStage, ItemState, JobState
 from .disposition import AUTH_RECHECK, Disposition, Hold, Pause, Retry, Step, decide
@@ -31,7 +31,9 @@ class ProviderState:
     paused: str | None = None
     paused_since: float = 0.0
     remaining: int | None = None  # credits (FaceDub) or seconds (DubLab) at the last check
-    reserved: int = 0  # estimates of submissions since that check
+    # Submissions started whose intent is not committed yet, with their estimates: counted against
+    # credits and budgets from the moment they pass the check, so two cannot pass one that fits one.
+    claims: dict[int, int] = field(default_factory=dict)
     last_poll_ok: float | None = None
     account_checked: float = 0.0
     submitting: set[int] = field(default_factory=set)
@@ -62,9 +64,19 @@ class Work:
         return next((r for r in self.config.rules if r.name == name), None)
 
     def spec(self, ps: ProviderState, job: Job) -> JobSpec:
-        """What the provider needs to submit ``job``: built by the provider from the recorded inputs."""
-        taken = [InputRef(i.role, i.name, Path(i.path)) for i in self.ledger.inputs_of(job.item_id)]
+        """What the provider needs to submit ``job``: built by the provider from the recorded inputs,
+        each bound to the exact bytes that were taken."""
+        taken = [
+            InputRef(i.role, i.name, Path(i.path), Fingerprint(i.bytes, i.mtime_ns, i.inode, i.sha256))
+            for i in self.ledger.inputs_of(job.item_id)
+        ]
         return ps.provider.job_spec(job.token, taken, job.params)
+
+    def reserved(self, ps: ProviderState) -> int:
+        """What the account's last reading does not show yet, plus the submissions now passing checks."""
+        since = ps.account_checked
+        on_completion = ps.provider.bills_on_completion
+        return self.ledger.reserved(ps.name, since, on_completion=on_completion) + sum(ps.claims.values())
 
     def estimate(self, ps: ProviderState, job: Job) -> int:
         return job.estimate if job.estimate is not None else ps.provider.estimate(self.spec(ps, job))
@@ -140,7 +152,7 @@ class Work:
         if ps.paused:
             log.info("%s: the key is accepted again; resuming", ps.name)
         ps.paused = None
-        ps.remaining, ps.reserved, ps.account_checked = account.remaining, 0, self.clock()
+        ps.remaining, ps.account_checked = account.remaining, self.clock()
 
     def settle_provider(self, ps: ProviderState, exc: BaseException, step: Step) -> Disposition:
         """An error that concerns no single job: pause the provider, or wait for the next time."""

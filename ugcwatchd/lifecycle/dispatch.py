@@ -1,8 +1,8 @@
 """Dispatch: start the submissions and reconciliations that are due, hold what may not go yet.
 
 The intent is committed right before every paid request (the provider calls back through
-:class:`_Intents`); an answer that leaves the outcome unknown is reconciled before anything is sent
-again. What each error means is decided by the disposition table.
+:class:`_Intents`); an answer that leaves the outcome unknown is reconciled (:mod:`.reconcile`)
+before anything is sent again. What each error means is decided by the disposition table.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from datetime import datetime
 
 from ..errors import ProviderError
 from ..ledger import Job, Ledger
-from ..providers.base import Intent
+from ..providers.transfer import check_unchanged
 from ..states import FailStage, HoldReason, JobState
 from .context import ProviderState, Work
 from .disposition import Fail, Hold, Pause, Retry, Step, decide, foreseen
+from .reconcile import Reconcile
 
 log = logging.getLogger("ugcwatchd.lifecycle")
 # The provider's request stages, as an error sidecar names them.
@@ -32,17 +33,22 @@ FAIL_STAGES = {
 class _Intents:
     """Commits the intent to the ledger right before each paid request."""
 
-    def __init__(self, ledger: Ledger, job: Job, clock: Callable[[], float], estimate: int) -> None:
+    def __init__(self, ledger: Ledger, job: Job, clock: Callable[[], float], estimate: int, ps: ProviderState) -> None:
         self.ledger = ledger
         self.job = job
         self.clock = clock
         self.estimate = estimate
+        self.ps = ps
         self.stage: str | None = None
 
     async def submitting(self, stage: str, remote_id: str | None) -> None:
         first = self.stage is None
         self.stage = stage
-        fields: dict[str, object] = {"stage": stage, "sent_at": self.clock()}
+        fields: dict[str, object] = {
+            "stage": stage,
+            "sent_at": self.clock(),
+            "detail": self.job.detail.but(body_sent_at=None),
+        }
         if remote_id is not None:
             fields["remote_id"] = remote_id
         if first:
@@ -51,6 +57,11 @@ class _Intents:
             fields["estimate"] = self.estimate
         expect = (JobState.QUEUED, JobState.SUBMITTING)
         self.job = self.ledger.move_job(self.job.id, JobState.SUBMITTING, expect=expect, **fields)
+        # From here the ledger counts the estimate; the claim that held its place is no longer needed.
+        self.ps.claims.pop(self.job.id, None)
+
+    async def sent(self) -> None:
+        self.job = self.ledger.annotate_job(self.job.id, self.job.detail.but(body_sent_at=self.clock()))
 
     @property
     def fail_stage(self) -> FailStage:
@@ -62,6 +73,7 @@ class Dispatch:
 
     def __init__(self, work: Work) -> None:
         self.work = work
+        self.reconcile = Reconcile(work)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self) -> None:
@@ -79,7 +91,7 @@ class Dispatch:
             ]
             for job in unresolved:
                 if w.due(job):
-                    self._start(ps, job, self._reconcile(ps, job))
+                    self._start(ps, job, self.reconcile(ps, job))
             if unresolved and ps.provider.reconcile_serially:
                 # Such a provider is reconciled by time and content alone: a second unknown outcome beside
                 # the first could make both ambiguous. Resolve it before anything new is sent.
@@ -98,15 +110,18 @@ class Dispatch:
                 w.ledger.move_job(job.id, JobState.HELD, expect=JobState.QUEUED, detail=job.detail.but(held=reason))
                 log.info("%s: held %s: %s", ps.name, job.name, reason)
                 continue
+            # The check and the claim are one step: the next job's check already counts this one.
+            ps.claims[job.id] = w.estimate(ps, job)
             self._start(ps, job, self._submit(ps, job))
 
     def hold_reason(self, ps: ProviderState, job: Job) -> HoldReason | None:
         """Why ``job`` must wait for credits or the daily budget, or None."""
         estimate = self.work.estimate(ps, job)
         budget = ps.settings.daily_budget
-        if budget is not None and self._spent_today(ps.name) + estimate > budget:
+        if budget is not None and self._spent_today(ps.name) + sum(ps.claims.values()) + estimate > budget:
             return HoldReason.BUDGET
-        if not ps.settings.allows_overage and ps.remaining is not None and ps.remaining - ps.reserved < estimate:
+        overage = ps.settings.allows_overage
+        if not overage and ps.remaining is not None and ps.remaining - self.work.reserved(ps) < estimate:
             return HoldReason.CREDITS
         return None
 
@@ -135,6 +150,7 @@ class Dispatch:
                     self.work.retry_later(self.work.ledger.job(job.id), disposition.after)
             finally:
                 ps.submitting.discard(job.id)
+                ps.claims.pop(job.id, None)
 
         task = asyncio.create_task(run(), name=f"{ps.name}:{job.name}")
         self._tasks.add(task)
@@ -150,13 +166,18 @@ class Dispatch:
     async def _submit(self, ps: ProviderState, job: Job) -> None:
         w = self.work
         estimate = w.estimate(ps, job)
-        intents = _Intents(w.ledger, job, w.clock, estimate)
+        intents = _Intents(w.ledger, job, w.clock, estimate, ps)
+        spec = w.spec(ps, job)
         try:
-            remote_id = await ps.provider.submit(w.spec(ps, job), intents)
+            for path in spec.inputs:
+                # Before anything is sent: the file must still be the one that was taken.
+                expect = spec.expect(path)
+                if expect is not None:
+                    await asyncio.to_thread(check_unchanged, path, expect)
+            remote_id = await ps.provider.submit(spec, intents)
         except Exception as exc:
             self._settle_submit(ps, intents, exc)
             return
-        ps.reserved += estimate
         detail = intents.job.detail.but(submitted_at=w.clock())
         w.ledger.move_job(job.id, JobState.SUBMITTED, expect=JobState.SUBMITTING, remote_id=remote_id, detail=detail)
         w.item_running(job.item_id)
@@ -183,43 +204,3 @@ class Dispatch:
             w.retry_later(job, disposition.after)
         else:
             w.back_to_queue(job, disposition.after)
-
-    # -- reconciling ------------------------------------------------------------------------------
-
-    async def _reconcile(self, ps: ProviderState, job: Job) -> None:
-        w = self.work
-        intent = Intent(w.spec(ps, job), job.sent_at or w.clock(), job.stage or "create", job.remote_id)
-        owned = w.ledger.remote_ids(ps.name) - ({job.remote_id} if job.remote_id else set())
-        try:
-            found = await ps.provider.reconcile(intent, owned)
-        except Exception as exc:
-            if not foreseen(exc):
-                log.error("%s: %s: unexpected error while reconciling", ps.name, job.name, exc_info=exc)
-            disposition = decide(exc, Step.RECONCILE, max(1, job.attempts))
-            if isinstance(disposition, Pause):
-                w.pause(ps, str(exc))
-            elif isinstance(disposition, Hold):
-                w.hold(job, disposition, str(exc))
-            elif isinstance(disposition, Retry):
-                w.retry_later(job, disposition.after)
-                log.warning("%s: %s: cannot reconcile yet: %s", ps.name, job.name, exc)
-            return
-        if found.outcome == "adopt" and found.remote_id:
-            detail = job.detail.but(adopted=True)
-            w.ledger.move_job(
-                job.id, JobState.SUBMITTED, expect=JobState.SUBMITTING, remote_id=found.remote_id, detail=detail
-            )
-            w.item_running(job.item_id)
-            log.info("%s: %s: found the job it had started: %s", ps.name, job.name, found.remote_id)
-        elif found.outcome == "none":
-            w.ledger.move_job(job.id, JobState.QUEUED, expect=JobState.SUBMITTING, detail=job.detail.but(retry_at=None))
-            log.info("%s: %s: the interrupted submission never arrived; it will be sent again", ps.name, job.name)
-        else:
-            detail = job.detail.but(candidates=tuple(found.candidates), held=HoldReason.AMBIGUOUS)
-            w.ledger.move_job(job.id, JobState.AMBIGUOUS, expect=JobState.SUBMITTING, detail=detail)
-            log.error(
-                "%s: %s: cannot tell which remote job is ours (%s); held for the operator",
-                ps.name,
-                job.name,
-                ", ".join(found.candidates) or "list too short",
-            )

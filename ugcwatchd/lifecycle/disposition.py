@@ -121,7 +121,8 @@ TABLE: Mapping[type[BaseException], Mapping[Step | None, Rule]] = {
         Step.DOWNLOAD: _download_again,
         Step.DELIVER: _backoff(DELIVER_BACKOFF),
     },
-    OSError: {ANY: _backoff(DELIVER_BACKOFF)},
+    # A local write that failed (full disk, vanished share); elsewhere an OSError is a surprise.
+    OSError: {Step.DELIVER: _backoff(DELIVER_BACKOFF)},
     # Unforeseen: if a request may be out, ask the provider before sending again.
     Exception: {ANY: Retry(UNEXPECTED_WAIT, reconcile=True)},
 }

@@ -15,17 +15,23 @@ from functools import partial
 from pathlib import Path
 
 from ..errors import ProviderError, StaleTransition
-from ..ledger import Item, Job
+from ..ledger import Item, ItemSettings, Job
 from ..lifecycle.context import Work
 from ..lifecycle.disposition import AUTH_RECHECK, Fail, Pause, Retry, Step, decide, foreseen
-from ..rules import ResolvedRule
 from ..states import OPEN_ITEM_STATES, TERMINAL_JOB_STATES, FailStage, ItemState, JobState
 from .files import delete_input, move_input, remove, write_json
 from .sidecars import Document, Subject, error_document, result_document, status_document
 
 # Delivery logs under the lifecycle's name, as it always has: operators filter journal lines by it.
 log = logging.getLogger("ugcwatchd.lifecycle")
-STATUS_STATES = (JobState.QUEUED, JobState.SUBMITTING, JobState.SUBMITTED, JobState.HELD, JobState.AMBIGUOUS)
+STATUS_STATES = (
+    JobState.QUEUED,
+    JobState.SUBMITTING,
+    JobState.SUBMITTED,
+    JobState.REMOTE_DONE,
+    JobState.HELD,
+    JobState.AMBIGUOUS,
+)
 
 
 @dataclass
@@ -166,9 +172,9 @@ class Delivery:
         if not all(j.state in TERMINAL_JOB_STATES and j.detail.sidecar for j in jobs):
             return
         ok = all(j.state == JobState.DELIVERED for j in jobs)
-        rule = self.work.rule(item.rule)
-        if rule is not None:
-            self._dispose(item, rule, ok)
+        settings = item.settings or self._settings_of_rule(item)
+        if settings is not None:
+            self._dispose(item, settings, ok)
         try:
             self.work.ledger.move_item(item.id, ItemState.DELIVERED if ok else ItemState.FAILED)
         except StaleTransition:
@@ -177,22 +183,31 @@ class Delivery:
             self._status_written.pop(job.id, None)
         log.info("rule %s: %s %s", item.rule, "delivered" if ok else "failed", item.key)
 
-    def _dispose(self, item: Item, rule: ResolvedRule, ok: bool) -> None:
-        """Inputs leave the inbox only now, every sidecar written."""
+    def _settings_of_rule(self, item: Item) -> ItemSettings | None:
+        """For items planned before they carried their settings: the rule's, if it still exists."""
+        rule = self.work.rule(item.rule)
+        if rule is None:
+            return None
         inbox = rule.inbox_at(Path(item.inbox))
-        action = rule.behaviour.on_success if ok else rule.behaviour.on_failure
+        b = rule.behaviour
+        return ItemSettings(b.on_success, b.on_failure, str(inbox.archive_dir), str(inbox.failed_dir))
+
+    def _dispose(self, item: Item, settings: ItemSettings, ok: bool) -> None:
+        """Inputs leave the inbox only now, every sidecar written, and the ledger says where each went."""
+        action = settings.on_success if ok else settings.on_failure
         for taken in self.work.ledger.inputs_of(item.id):
             source = Path(taken.path)
             try:
                 st = source.stat()
             except FileNotFoundError:
                 continue  # already dealt with before a crash, or removed by a person
-            if (st.st_size, st.st_mtime_ns) != (taken.bytes, taken.mtime_ns):
+            if (st.st_size, st.st_mtime_ns) != (taken.bytes, taken.mtime_ns) or taken.inode not in (None, st.st_ino):
+                # Another file now stands there: it is a new drop, and stays for its own turn.
                 log.warning("rule %s: %s changed since it was taken; it is left where it is", item.rule, source)
                 continue
-            if action == "archive":
-                move_input(source, inbox.archive_dir, taken.name)
-            elif action == "move":
-                move_input(source, inbox.failed_dir, taken.name)
+            if action in ("archive", "move"):
+                folder = settings.archive_dir if action == "archive" else settings.failed_dir
+                target = move_input(source, Path(folder), taken.name)
+                self.work.ledger.park_input(item.id, taken.path, str(target) if target else None)
             elif action == "delete":
                 delete_input(source)

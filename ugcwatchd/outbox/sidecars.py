@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ledger import InputFile, Item, Job
-from ..states import HoldReason
+from ..states import HoldReason, JobState
 from .files import iso
 
 SIDECAR_VERSION = 1
@@ -100,9 +100,12 @@ def status_document(s: Subject, paused: bool, now: float) -> Document:
     remote = s.job.detail.remote
     held = s.job.held or (HoldReason.PAUSED if paused else None)
     document = _base(s, "status", s.job.state, now)
+    # A finished job waits only for its output: the stage says it is being fetched (or fetched again).
+    downloading = s.job.state == JobState.REMOTE_DONE
     document.update(
         {
-            "stage": (remote.stage if remote else None) or s.job.stage,
+            "stage": "download" if downloading else (remote.stage if remote else None) or s.job.stage,
+            "download_attempts": s.job.detail.download_tries if downloading else None,
             "progress": remote.progress if remote else None,
             "held_reason": held,
         }

@@ -27,12 +27,23 @@ RemoteStateName = Literal["queued", "running", "completed", "failed", "missing"]
 
 
 @dataclass(frozen=True)
+class Fingerprint:
+    """The exact bytes a job is bound to: what was examined, hashed and paid for."""
+
+    size: int
+    mtime_ns: int
+    inode: int | None  # None for inputs recorded before inodes were
+    sha256: str
+
+
+@dataclass(frozen=True)
 class InputRef:
     """One input file of an item, as the ledger took it: its role, its name in the inbox, its path."""
 
     role: str  # "photo", "video", "media": what the rule's pairing made of it
     name: str  # the name batch jobs refer to it by
     path: Path
+    fingerprint: Fingerprint | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,16 @@ class JobSpec:
     token: str
     inputs: tuple[Path, ...]
     params: Mapping[str, Any] = field(default_factory=dict)
+    # What each input must still be when it is sent; a file that differs is never uploaded.
+    expected: Mapping[Path, Fingerprint] = field(default_factory=dict)
+
+    def expect(self, path: Path) -> Fingerprint | None:
+        return self.expected.get(path)
+
+
+def expectations(inputs: Sequence[InputRef]) -> dict[Path, Fingerprint]:
+    """The fingerprints of the inputs that carry one, by path."""
+    return {i.path: i.fingerprint for i in inputs if i.fingerprint is not None}
 
 
 @dataclass(frozen=True)
@@ -84,6 +105,9 @@ class Intent:
     sent_at: float  # wall-clock seconds when the intent was committed
     stage: str  # the last stage announced through SubmitHooks
     remote_id: str | None = None
+    # The latest creation time a job of ours could have: the body's end plus the provider's grace, or
+    # "now" when the body's end is unknown. None: the adapter's own default window.
+    until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,10 @@ class SubmitHooks(Protocol):
     async def submitting(self, stage: str, remote_id: str | None) -> None:
         """Called right before a request that may cost money; returns once the intent is durable."""
 
+    async def sent(self) -> None:
+        """Called once the whole body of a paid request is handed over: the provider may create the
+        job from then on, so a reconciliation window is measured from here, not from the intent."""
+
 
 class Provider(Protocol):
     """What the daemon needs of a provider, and nothing more."""
@@ -109,6 +137,9 @@ class Provider(Protocol):
     submissions_at_once: int
     """How many submissions the daemon may run at once (1 when the adapter waits for its own job slots)."""
     reconcile_serially: bool
+    bills_on_completion: bool
+    """The provider charges when a job completes (not when it is created): until its billing shows in
+    the account, a started job's estimate stays reserved against the balance."""
     """Nothing new is sent while an earlier submission's outcome is unresolved: a provider matched by
     time alone could not tell two unknown outcomes apart."""
 

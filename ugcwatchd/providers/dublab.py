@@ -12,7 +12,18 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from ..errors import Conflict, NotUploaded
 from ..rules import ProviderSettings
-from .base import Account, InputRef, Intent, JobSpec, Reconciled, RemoteState, RemoteStateName, SubmitHooks
+from .base import (
+    Account,
+    Fingerprint,
+    InputRef,
+    Intent,
+    JobSpec,
+    Reconciled,
+    RemoteState,
+    RemoteStateName,
+    SubmitHooks,
+    expectations,
+)
 from .client import ApiClient, retry_after_or_backoff
 from .transfer import download, put_file
 
@@ -51,14 +62,6 @@ class Dub(_Answer):
     @property
     def done(self) -> bool:
         return self.externalStatusId in (FAILED, COMPLETED)
-
-    @property
-    def output_url(self) -> str | None:
-        """A result URL, if the record carries one: DubLab's API document names none."""
-        for key, value in (self.model_extra or {}).items():
-            if key.lower().endswith("url") and isinstance(value, str) and value.startswith(("https://", "http://")):
-                return value
-        return None
 
 
 class FileRecord(_Answer):
@@ -136,9 +139,19 @@ class DubLabClient(ApiClient):
         response = await self._send("POST", "/api/v1/init-dub", mutating=True, json=body)
         return InitDub.model_validate(response.json())
 
-    async def upload(self, upload_url: str, path: Path, content_type: str) -> None:
+    async def upload(
+        self, upload_url: str, path: Path, content_type: str, *, expect: Fingerprint | None = None
+    ) -> None:
         """PUT the file to the presigned URL with exactly the Content-Type given to init-dub."""
-        await put_file(self._bare, PROVIDER, upload_url, path, content_type, forbidden_resource=self.forbidden_resource)
+        await put_file(
+            self._bare,
+            PROVIDER,
+            upload_url,
+            path,
+            content_type,
+            forbidden_resource=self.forbidden_resource,
+            expect=expect,
+        )
 
     async def start_dub(self, file_id: str) -> None:
         """``POST /api/v1/start-dub``: starts the paid pipeline (409 if it already started)."""
@@ -165,7 +178,9 @@ def remote_state(dub: Dub) -> RemoteState:
         state=_STATES.get(dub.externalStatusId, "running"),
         stage={1: "uploading", 2: "in_queue", 3: "processing", 4: "failed", 5: "completed"}.get(dub.externalStatusId),
         progress=float(dub.progressPercentage) if dub.progressPercentage is not None else None,
-        output_url=dub.output_url,
+        # The document names no result URL, and no field name is guessed: a thumbnailUrl or a
+        # callbackUrl is not the dub. The result sidecar records the dub itself.
+        output_url=None,
         error=dub.externalErrorMessage,
         credits_charged=math.ceil(billed) * (2 if dub.isStudioQuality else 1) if billed is not None else None,
         billed_seconds=billed,
@@ -184,6 +199,7 @@ class DubLab:
     budget_unit = "seconds"
     submissions_at_once = 2
     reconcile_serially = False  # the token in the record's name tells every submission apart
+    bills_on_completion = True
 
     def __init__(self, client: DubLabClient) -> None:
         self.client = client
@@ -204,7 +220,7 @@ class DubLab:
     def job_spec(token: str, inputs: Sequence[InputRef], params: Mapping[str, Any]) -> JobSpec:
         """(media,) and the job's own parameters."""
         by_role = {i.role: i.path for i in inputs}
-        return JobSpec(token, (by_role["media"],), params)
+        return JobSpec(token, (by_role["media"],), params, expectations(inputs))
 
     @staticmethod
     def estimate_params(params: Mapping[str, Any]) -> int:
@@ -245,7 +261,7 @@ class DubLab:
         )
         file_id = init.file.id
         await hooks.submitting("upload", file_id)
-        await self.client.upload(init.uploadUrl, media, content_type)
+        await self.client.upload(init.uploadUrl, media, content_type, expect=spec.expect(media))
         await hooks.submitting("start", file_id)
         try:
             await self.client.start_dub(file_id)
@@ -253,7 +269,7 @@ class DubLab:
             pass  # 409: it already started, which is what we asked for
         except NotUploaded:
             # 412: the upload did not register; send it again, then start.
-            await self.client.upload(init.uploadUrl, media, content_type)
+            await self.client.upload(init.uploadUrl, media, content_type, expect=spec.expect(media))
             await hooks.submitting("start", file_id)
             await self.client.start_dub(file_id)
         return file_id
@@ -266,10 +282,8 @@ class DubLab:
         }
 
     async def fetch(self, state: RemoteState, target: Path) -> int | None:
-        """DubLab documents no result URL: download only when the record carries one."""
-        if not state.output_url:
-            return None
-        return await self.client.download(state.output_url, target)
+        """DubLab documents no result URL: there is nothing to download."""
+        return None
 
     async def reconcile(self, intent: Intent, owned: Collection[str]) -> Reconciled:
         """Find the record by the token in its name; finish an interrupted start-dub on the same record.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,18 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from ..errors import NotFound, RateLimited
 from ..rules import FaceDubProvider, ProviderSettings
-from .base import Account, InputRef, Intent, JobSpec, Reconciled, RemoteState, RemoteStateName, SubmitHooks
+from .base import (
+    Account,
+    Fingerprint,
+    InputRef,
+    Intent,
+    JobSpec,
+    Reconciled,
+    RemoteState,
+    RemoteStateName,
+    SubmitHooks,
+    expectations,
+)
 from .client import ApiClient, backoff_wait
 from .http import map_transport_errors
 from .limits import RateWindows
@@ -101,17 +112,29 @@ class FaceDubClient(ApiClient):
 
     # -- jobs -------------------------------------------------------------------------------------
 
-    async def create_job(self, photo: Path, video: Path, duration: int, *, counted: bool = False) -> CreatedJob:
+    async def create_job(
+        self,
+        photo: Path,
+        video: Path,
+        duration: int,
+        *,
+        counted: bool = False,
+        expect: tuple[Fingerprint | None, Fingerprint | None] = (None, None),
+        on_sent: Callable[[], Awaitable[None]] | None = None,
+    ) -> CreatedJob:
         """``POST /jobs``: paid. A transport failure after sending raises Transient(outcome_unknown).
 
         ``counted``: the caller already waited for the POST window (to commit its intent after the wait).
+        ``expect``: what photo and video must still be; a difference abandons the request before its body
+        completes, so nothing is created. ``on_sent`` is awaited once the whole body is handed over.
         """
         body, headers = multipart(
             {"duration": str(duration)},
             [
-                FilePart("character_photo", photo, content_type_of(photo)),
-                FilePart("reference_video", video, content_type_of(video)),
+                FilePart("character_photo", photo, content_type_of(photo), expect[0]),
+                FilePart("reference_video", video, content_type_of(video), expect[1]),
             ],
+            on_sent=on_sent,
         )
         response = await self._send(
             "POST", "/jobs", window="POST /jobs", mutating=True, counted=counted, content=body, headers=headers
@@ -194,6 +217,7 @@ class FaceDub:
     # Reconciled by creation time and duration alone: a second unknown outcome beside the first could
     # make both ambiguous, so nothing new is sent while one is unresolved.
     reconcile_serially = True
+    bills_on_completion = False
 
     def __init__(
         self,
@@ -238,7 +262,7 @@ class FaceDub:
         else:
             by_role = {i.role: i.path for i in inputs}
             files = (by_role["photo"], by_role["video"])
-        return JobSpec(token, files, {"duration": params["duration"]})
+        return JobSpec(token, files, {"duration": params["duration"]}, expectations(inputs))
 
     @staticmethod
     def estimate_params(params: Mapping[str, Any]) -> int:
@@ -292,7 +316,14 @@ class FaceDub:
                 await hooks.submitting("create", None)
                 self._listed = None  # from here on, a list taken before this POST tells nothing about it
                 try:
-                    created = await self.client.create_job(photo, video, duration, counted=True)
+                    created = await self.client.create_job(
+                        photo,
+                        video,
+                        duration,
+                        counted=True,
+                        expect=(spec.expect(photo), spec.expect(video)),
+                        on_sent=hooks.sent,
+                    )
                 except RateLimited:
                     # Refused, so nothing was created: someone else holds a slot, or a window is full.
                     # The client already blocks the endpoint for Retry-After; count the slots again.
@@ -326,7 +357,8 @@ class FaceDub:
         """FaceDub takes no client reference: match by creation time and duration."""
         jobs = await self._sync(fresh=True)  # never a list that may predate the submission in question
         duration = int(intent.spec.params["duration"])
-        low, high = intent.sent_at - CLOCK_SKEW, intent.sent_at + self.reconcile_window + CLOCK_SKEW
+        until = intent.until if intent.until is not None else intent.sent_at + self.reconcile_window
+        low, high = intent.sent_at - CLOCK_SKEW, until + CLOCK_SKEW
         found = tuple(
             j.id for j in jobs if j.id not in owned and j.duration_seconds == duration and low <= j.created_at <= high
         )

@@ -9,10 +9,11 @@ target, are checked against ``Content-Length``, fsync'd and renamed into place.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import mimetypes
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,13 +21,14 @@ from typing import BinaryIO
 import httpx
 
 from ..errors import Rejected, Transient
+from .base import Fingerprint
 from .http import _safe_url, check_fetchable, map_transport_errors, raise_for_answer
 
 CHUNK = 1024 * 1024
 
 
 class FileChanged(Rejected):
-    """The file's size changed while it was being read: it was not complete after all."""
+    """The file is not the one that was taken: replaced, modified, or still being written."""
 
 
 def content_type_of(path: Path) -> str:
@@ -43,21 +45,63 @@ def content_type_of(path: Path) -> str:
     return guessed or "application/octet-stream"
 
 
-async def file_chunks(path: Path, size: int) -> AsyncIterator[bytes]:
-    """Exactly ``size`` bytes of ``path``, read in a worker thread a chunk at a time."""
+def _changed(path: Path, what: str) -> FileChanged:
+    return FileChanged("upload", f"{path.name} {what}; it is not sent, and a new drop of it waits its own turn")
+
+
+def _differs(st: os.stat_result, expect: Fingerprint) -> str | None:
+    """How the open file differs from what was taken, or None."""
+    if st.st_size != expect.size:
+        return f"is {st.st_size} bytes, not the {expect.size} that were taken"
+    if st.st_mtime_ns != expect.mtime_ns:
+        return "was modified since it was taken"
+    if expect.inode is not None and st.st_ino != expect.inode:
+        return "was replaced by another file since it was taken"
+    return None
+
+
+def check_unchanged(path: Path, expect: Fingerprint) -> None:
+    """Raise :class:`FileChanged` unless ``path`` is still the file that was taken (by its metadata)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise _changed(path, "is gone from where it was taken") from None
+    why = _differs(st, expect)
+    if why:
+        raise _changed(path, why)
+
+
+async def file_chunks(path: Path, size: int, expect: Fingerprint | None = None) -> AsyncIterator[bytes]:
+    """Exactly ``size`` bytes of ``path``, read in a worker thread a chunk at a time.
+
+    With ``expect``, the open file must be the one that was taken (size, mtime, inode), and its bytes
+    must hash to the recorded SHA-256. The last chunk is held back until the hash is checked, so on
+    any difference the request is abandoned before its body completes and nothing is created.
+    """
     f: BinaryIO = await asyncio.to_thread(path.open, "rb")
     try:
+        if expect is not None:
+            why = _differs(await asyncio.to_thread(os.fstat, f.fileno()), expect)
+            if why:
+                raise _changed(path, why)
+        digest = hashlib.sha256()
+        held: bytes | None = None
         left = size
         while left > 0:
             chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
             if not chunk:
-                raise FileChanged(
-                    "upload", f"{path.name} shrank while it was being sent; it will be tried again when stable"
-                )
+                raise _changed(path, "shrank while it was being sent")
             left -= len(chunk)
-            yield chunk
+            digest.update(chunk)
+            if held is not None:
+                yield held
+            held = chunk
         if await asyncio.to_thread(f.read, 1):
-            raise FileChanged("upload", f"{path.name} grew while it was being sent; it will be tried again when stable")
+            raise _changed(path, "grew while it was being sent")
+        if expect is not None and digest.hexdigest() != expect.sha256:
+            raise _changed(path, "has other content than the one that was taken")
+        if held is not None:
+            yield held
     finally:
         await asyncio.to_thread(f.close)
 
@@ -69,14 +113,20 @@ class FilePart:
     field: str
     path: Path
     content_type: str
+    expect: Fingerprint | None = None
 
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
 
 
-def multipart(fields: dict[str, str], files: list[FilePart]) -> tuple[AsyncIterator[bytes], dict[str, str]]:
-    """A streamed ``multipart/form-data`` body and its headers (with an exact Content-Length)."""
+def multipart(
+    fields: dict[str, str], files: list[FilePart], *, on_sent: Callable[[], Awaitable[None]] | None = None
+) -> tuple[AsyncIterator[bytes], dict[str, str]]:
+    """A streamed ``multipart/form-data`` body and its headers (with an exact Content-Length).
+
+    ``on_sent`` is awaited once the last byte has been handed to the transport.
+    """
     boundary = secrets.token_hex(16)
     heads: list[bytes] = []
     for name, value in fields.items():
@@ -89,7 +139,8 @@ def multipart(fields: dict[str, str], files: list[FilePart]) -> tuple[AsyncItera
             f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(part.field)}"; '
             f'filename="{_quote(part.path.name)}"\r\nContent-Type: {part.content_type}\r\n\r\n'
         ).encode()
-        parts.append((head, part, part.path.stat().st_size))
+        # The recorded size: a file that differs is caught while streaming, never sent with a length to match.
+        parts.append((head, part, part.expect.size if part.expect else part.path.stat().st_size))
     tail = f"--{boundary}--\r\n".encode()
     length = sum(map(len, heads)) + sum(len(h) + size + 2 for h, _, size in parts) + len(tail)
 
@@ -98,10 +149,12 @@ def multipart(fields: dict[str, str], files: list[FilePart]) -> tuple[AsyncItera
             yield head
         for head, part, size in parts:
             yield head
-            async for chunk in file_chunks(part.path, size):
+            async for chunk in file_chunks(part.path, size, part.expect):
                 yield chunk
             yield b"\r\n"
         yield tail
+        if on_sent is not None:
+            await on_sent()
 
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(length)}
     return body(), headers
@@ -115,17 +168,18 @@ async def put_file(
     content_type: str,
     *,
     forbidden_resource: Callable[[str], bool] | None = None,
+    expect: Fingerprint | None = None,
 ) -> None:
     """PUT ``path`` to a presigned URL: exact Content-Type and Content-Length, no credentials.
 
     ``client`` must be a bare client: the URL is another host, and an API key must never go there.
     ``forbidden_resource`` classifies a 403 as :func:`~.http.raise_for_answer` describes.
     """
-    size = (await asyncio.to_thread(path.stat)).st_size
+    size = expect.size if expect is not None else (await asyncio.to_thread(path.stat)).st_size
     headers = {"Content-Type": content_type, "Content-Length": str(size)}
     with map_transport_errors(provider, mutating=False):
         # An upload can simply be repeated: it is not a paid action, so its outcome is never "unknown".
-        response = await client.put(url, content=file_chunks(path, size), headers=headers)
+        response = await client.put(url, content=file_chunks(path, size, expect), headers=headers)
     if response.status_code >= 400:
         raise_for_answer(provider, response, mutating=False, forbidden_resource=forbidden_resource)
 

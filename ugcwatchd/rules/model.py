@@ -48,6 +48,11 @@ class ProviderSettings(_Strict):
         """Whether work may go beyond the credits left (the provider bills the difference)."""
         return False
 
+    @property
+    def settle_after(self) -> float:
+        """How long after a request's body was sent the provider may still create its job."""
+        return 0.0
+
 
 class FaceDubProvider(ProviderSettings):
     base_url: ApiUrl = "https://api.facedub.io"
@@ -55,10 +60,17 @@ class FaceDubProvider(ProviderSettings):
     poll_every: Duration = Field(10.0, ge=1)
     allow_overage: bool = False
     daily_credit_budget: int | None = Field(None, ge=0)
+    # A FaceDub backend may create a job after answering 5xx or timing out: "nothing was created" is
+    # concluded only this long after the body was sent, and after two list reads 30 s apart agree.
+    reconcile_grace: Duration = Field(120.0, ge=0)
 
     @property
     def daily_budget(self) -> int | None:
         return self.daily_credit_budget
+
+    @property
+    def settle_after(self) -> float:
+        return self.reconcile_grace
 
     @property
     def allows_overage(self) -> bool:

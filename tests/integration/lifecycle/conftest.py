@@ -15,6 +15,7 @@ import pytest
 
 from tests.support import ManualClock
 from ugcwatchd.daemon import build_providers
+from ugcwatchd.inbox.fingerprint import sha256_of
 from ugcwatchd.ledger import InputFile, Item, Ledger, PlannedJob
 from ugcwatchd.lifecycle import Lifecycle
 from ugcwatchd.rules import load_rules
@@ -109,8 +110,9 @@ class World:
         shutil.copy(media["jpeg"], photo)
         shutil.copy(media["video.mp4"], video)
         inputs = [
-            InputFile(role, str(p), p.name, "0" * 64, p.stat().st_size, p.stat().st_mtime_ns, mime, seconds)
+            InputFile(role, str(p), p.name, sha256_of(p), st.st_size, st.st_mtime_ns, mime, seconds, st.st_ino)
             for role, p, mime, seconds in (("photo", photo, "image/jpeg", None), ("video", video, "video/mp4", 3.0))
+            if (st := p.stat())
         ]
         job = PlannedJob(f"{stem}.facedub", f"key-{stem}", {"duration": 3}, estimate=1)
         return self.ledger.add_item(

@@ -33,6 +33,10 @@ class Hooks:
     async def submitting(self, stage: str, remote_id: str | None) -> None:
         self.stages.append((stage, remote_id))
         self.sent_at = time.time()
+        self.body_sent_at: float | None = None
+
+    async def sent(self) -> None:
+        self.body_sent_at = time.time()
 
     def intent(self, spec: JobSpec) -> Intent:
         stage, remote_id = self.stages[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,11 @@ from pydantic import SecretStr
 
 from tests.support import wait_for
 from ugcwatchd.errors import AuthRejected, Transient
+from ugcwatchd.inbox.fingerprint import sha256_of
+from ugcwatchd.providers.base import Fingerprint
 from ugcwatchd.providers.dublab import DubLabClient
 from ugcwatchd.providers.facedub import FaceDubClient
-from ugcwatchd.providers.transfer import FileChanged, content_type_of, file_chunks
+from ugcwatchd.providers.transfer import CHUNK, FileChanged, check_unchanged, content_type_of, file_chunks
 
 from ..conftest import SandboxFactory, facedub
 
@@ -32,14 +35,54 @@ async def test_transfer_file_that_shrinks_while_read_is_never_sent_whole(tmp_pat
 
 async def test_transfer_file_that_grows_while_read_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "growing.mp4"
-    path.write_bytes(b"x" * 1000)
-    chunks = file_chunks(path, 1000)
+    size = CHUNK + 1000
+    path.write_bytes(b"x" * size)
+    chunks = file_chunks(path, size)
     await anext(chunks)
     with path.open("ab") as f:
         f.write(b"more")
     with pytest.raises(FileChanged, match="grew"):
         async for _ in chunks:
             pass
+
+
+def _fingerprint(path: Path) -> Fingerprint:
+    st = path.stat()
+    return Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino, sha256_of(path))
+
+
+async def test_transfer_same_size_other_content_is_abandoned_before_the_last_byte(tmp_path: Path) -> None:
+    """A file rewritten in place, same size and mtime (a sync tool restoring times): the hash catches it."""
+    path = tmp_path / "clip.mp4"
+    size = 2 * CHUNK + 10
+    path.write_bytes(b"a" * size)
+    taken = _fingerprint(path)
+    with path.open("r+b") as f:
+        f.seek(CHUNK + 5)
+        f.write(b"b")
+    os.utime(path, ns=(taken.mtime_ns, taken.mtime_ns))
+    sent = 0
+    with pytest.raises(FileChanged, match="other content"):
+        async for chunk in file_chunks(path, size, taken):
+            sent += len(chunk)
+    assert sent < size  # the body never completed: nothing can have been created from it
+
+
+async def test_transfer_replaced_file_is_refused_before_any_byte(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"a" * 100)
+    taken = _fingerprint(path)
+    replacement = tmp_path / "new.mp4"
+    replacement.write_bytes(b"a" * 100)
+    os.utime(replacement, ns=(taken.mtime_ns, taken.mtime_ns))
+    replacement.replace(path)  # same name, size, mtime and content: another file all the same
+    with pytest.raises(FileChanged, match="replaced"):
+        await anext(file_chunks(path, 100, taken))
+    with pytest.raises(FileChanged, match="replaced"):
+        check_unchanged(path, taken)
+    path.unlink()
+    with pytest.raises(FileChanged, match="gone"):
+        check_unchanged(path, taken)
 
 
 def test_transfer_content_types_are_sniffed_for_photos(media: dict[str, Path], tmp_path: Path) -> None:
