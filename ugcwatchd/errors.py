@@ -81,6 +81,10 @@ class LedgerError(UgcwatchdError):
     """The ledger cannot be opened or used."""
 
 
+class AlreadyRunning(UgcwatchdError):
+    """Another daemon holds the state folder's lock: one state folder, one daemon."""
+
+
 class StaleTransition(UgcwatchdError):
     """A row was not in the state a transition expected: someone else moved it first."""
 

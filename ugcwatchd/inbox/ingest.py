@@ -20,10 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..ledger import Ledger
+from ..owner import InboxClaim
 from ..rules import FaceDubAction, Inbox
 from ..states import ItemState
 from .fingerprint import sha256_of
-from .group import Candidate
+from .group import Candidate, Plan
 from .media import InvalidMedia, inspect
 from .record import Recorder, plan_inbox
 from .scan import Scanner, Seen
@@ -34,6 +35,8 @@ __all__ = ["InboxIngest", "Ingestion"]
 
 log = logging.getLogger(__name__)
 _GONE = {errno.ENOENT, errno.ENOTDIR}
+_FOLDER_PAUSE = "nothing fails, it resumes when the folder returns"
+_CLAIM_PAUSE = "nothing is taken from it"
 
 
 def _folder_state(path: Path) -> str | None:
@@ -47,13 +50,35 @@ def _folder_state(path: Path) -> str | None:
     return None
 
 
+class Replaced(Exception):
+    """The file at a path is not the one that was observed there."""
+
+
+def _same_file(seen: Seen) -> None:
+    """Raise :class:`Replaced` unless the file at ``seen``'s path is the one observed (OSError if gone)."""
+    st = os.lstat(seen.file)
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != seen.signature:
+        raise Replaced(seen.rel)
+
+
 class InboxIngest:
-    """Ingestion of one concrete inbox of one rule."""
+    """Ingestion of one concrete inbox of one rule.
+
+    With a ``claim`` (the daemon's ingestion passes one; ``plan`` does not), files are taken only while
+    this daemon holds the inbox's claim, and a claim held by another daemon pauses the rule.
+    """
 
     def __init__(
-        self, inbox: Inbox, ledger: Ledger, *, poll: bool, clock: Callable[[], float] = time.monotonic
+        self,
+        inbox: Inbox,
+        ledger: Ledger,
+        *,
+        poll: bool,
+        clock: Callable[[], float] = time.monotonic,
+        claim: InboxClaim | None = None,
     ) -> None:
         self.inbox = inbox
+        self.claim = claim
         self.rule = inbox.rule
         self.ledger = ledger
         self.clock = clock
@@ -77,6 +102,8 @@ class InboxIngest:
             min(behaviour.rescan_every, max(1.0, behaviour.stable_after / 2)) if poll else behaviour.rescan_every
         )
         self.paused: str | None = None
+        self._claim_reason: str | None = None  # why the claim keeps us out, as last checked
+        self._paused_by_claim = False
         self._next_scan = 0.0
         self._root_files_reported: set[str] = set()
         self._same_as_before: dict[str, tuple[int, int, int]] = {}  # kept inputs, merely touched
@@ -84,6 +111,7 @@ class InboxIngest:
     # -- availability ---------------------------------------------------------------------------
 
     def _check_available(self) -> str | None:
+        self._claim_reason = None
         reason = _folder_state(self.inbox.path)
         if reason is not None:
             return f"inbox {reason}"
@@ -100,17 +128,26 @@ class InboxIngest:
             outbox.mkdir(exist_ok=True)
             log.info("rule %s: created the outbox %s", self.rule.name, outbox)
         reason = _folder_state(outbox)
-        return f"outbox {reason}" if reason else None
+        if reason:
+            return f"outbox {reason}"
+        # One inbox, one owner: another daemon's fresh claim is one more reason to leave it alone.
+        self._claim_reason = self.claim.check() if self.claim is not None else None
+        return self._claim_reason
 
     def _set_paused(self, reason: str | None) -> None:
+        by_claim = reason is not None and reason == self._claim_reason
         if reason and reason != self.paused:
-            log.warning(
-                "rule %s: paused: %s; nothing fails, it resumes when the folder returns", self.rule.name, reason
-            )
+            log.warning("rule %s: paused: %s; %s", self.rule.name, reason, _CLAIM_PAUSE if by_claim else _FOLDER_PAUSE)
         elif self.paused and not reason:
-            log.info("rule %s: resumed: %s is back", self.rule.name, self.inbox.path)
+            back = "is ours now" if self._paused_by_claim else "is back"
+            log.info("rule %s: resumed: %s %s", self.rule.name, self.inbox.path, back)
             self._next_scan = 0.0
         self.paused = reason
+        self._paused_by_claim = by_claim
+
+    def _ours(self) -> bool:
+        """Files may be taken now: no claim is kept (``plan``), or ours is held and confirmed."""
+        return self.claim is None or self.claim.held
 
     # -- observing ------------------------------------------------------------------------------
 
@@ -174,6 +211,9 @@ class InboxIngest:
             except OSError:
                 self._forget(rel)  # gone meanwhile (moved away by delivery, or by a person)
                 continue
+            except Replaced:
+                self._look_again(rel)  # another file now, or still being written: it waits its own turn
+                continue
             if self._kept_and_unchanged(seen.file, candidate.sha256):
                 self._same_as_before[rel] = seen.signature
                 continue
@@ -197,18 +237,39 @@ class InboxIngest:
 
     @staticmethod
     def _examine(seen: Seen, now: float) -> Candidate:
+        """Hash and inspect the file, which must be the one observed before and after: an observation
+        that went stale (a file moved out and another dropped at its path) never judges a new file."""
+        _same_file(seen)
         sha = sha256_of(seen.path)
         try:
-            return Candidate(seen, sha, inspect(seen.path), None, now)
+            candidate = Candidate(seen, sha, inspect(seen.path), None, now)
         except InvalidMedia as exc:
-            return Candidate(seen, sha, None, str(exc), now)
+            candidate = Candidate(seen, sha, None, str(exc), now)
+        _same_file(seen)
+        return candidate
+
+    def _look_again(self, rel: str) -> None:
+        """Replace a stale observation by a fresh one: a changed file starts its stable_after anew."""
+        self.candidates.pop(rel, None)
+        fresh = self.scanner.stat_one(rel)
+        if fresh is None:
+            self._forget(rel)
+        else:
+            self.stability.observe(fresh, self.clock())
+
+    def _still_as_examined(self, plan: Plan) -> bool:
+        """Right before recording: every input of ``plan`` is still the file that was examined."""
+        stale = [c.seen.rel for _, c in plan.inputs if self.scanner.stat_one(c.seen.rel) != c.seen]
+        for rel in stale:
+            self._look_again(rel)
+        return not stale
 
     # -- the tick -------------------------------------------------------------------------------
 
     async def tick(self) -> int:
         """Observe, examine, plan and record; the number of items recorded."""
         self._set_paused(self._check_available())
-        if self.paused:
+        if self.paused or not self._ours():
             return 0
         now = self.clock()
         try:
@@ -219,6 +280,8 @@ class InboxIngest:
         await self._examine_stable(now)
         plans = plan_inbox(self.inbox, self.candidates, self.stability, batches=self.batches, now=now)
         for plan in plans:
+            if not self._still_as_examined(plan):
+                continue
             self.recorder.record(plan)
             for rel in plan.consumed:
                 self.candidates.pop(rel, None)

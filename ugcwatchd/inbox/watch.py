@@ -7,6 +7,7 @@ only make it look again sooner, and an inbox that cannot be watched (inotify lim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -15,12 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from ..ledger import Ledger
+from ..owner import CHECK_EVERY, Claimant, InboxClaim
 from ..rules import Config, Inbox
 from .mounts import filesystem_of, mount_table, needs_polling
 
@@ -59,15 +62,30 @@ class _Events(FileSystemEventHandler):
 
 
 class Ingestion:
-    """Every inbox of every rule: globs re-expanded, watches set up, ticks and rescans scheduled."""
+    """Every inbox of every rule: globs re-expanded, watches set up, ticks and rescans scheduled.
 
-    def __init__(self, config: Config, ledger: Ledger, *, clock: Callable[[], float] = time.monotonic) -> None:
+    With ``claims`` (the daemon passes itself; off by default), each inbox gets a claim file that is
+    kept fresh, and files are taken only from inboxes this daemon holds (see ``ugcwatchd.owner``).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        ledger: Ledger,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        claims: Claimant | None = None,
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.clock = clock
+        self.claimant = claims
         self.inboxes: dict[tuple[int, Path], InboxIngest] = {}
+        self.claims: dict[Path, InboxClaim] = {}  # one per folder, however many rules watch it
         self._observer: BaseObserver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._claims_job: object | None = None  # the scheduled claims step, to remove it at stop if still ours
 
     def _mode_polls(self, inbox: Inbox, table: list[tuple[str, str]]) -> bool:
         mode = inbox.rule.behaviour.watch_mode
@@ -87,11 +105,31 @@ class Ingestion:
                 key = (rule.index, inbox.path)
                 if key in self.inboxes:
                     continue
-                ingest = InboxIngest(inbox, self.ledger, poll=self._mode_polls(inbox, table), clock=self.clock)
+                polls = self._mode_polls(inbox, table)
+                ingest = InboxIngest(inbox, self.ledger, poll=polls, clock=self.clock, claim=self._claim(inbox.path))
                 self.inboxes[key] = ingest
                 if not ingest.poll:
                     self._watch(ingest)
                 log.info("rule %s: watching %s (%s)", rule.name, inbox.path, "polling" if ingest.poll else "events")
+
+    def _claim(self, folder: Path) -> InboxClaim | None:
+        if self.claimant is None:
+            return None
+        claim = self.claims.get(folder)
+        if claim is None:
+            claim = self.claims[folder] = InboxClaim(folder, self.claimant)
+            claim.refresh()  # claimed at once; files are taken once it is confirmed, a moment later
+        return claim
+
+    async def refresh_claims(self) -> None:
+        """Keep our claims fresh, take free or stale ones, and notice other daemons' claims."""
+        claims = list(self.claims.values())
+
+        def refresh_all() -> None:  # one worker thread, so hashing and scans keep the others
+            for claim in claims:
+                claim.refresh()
+
+        await asyncio.to_thread(refresh_all)
 
     def _watch(self, ingest: InboxIngest) -> None:
         if self._loop is None or not ingest.inbox.path.is_dir():
@@ -138,20 +176,34 @@ class Ingestion:
     def jobs(self) -> list[tuple[Callable[[], Any], float, str]]:
         """The periodic work to schedule: (function, every seconds, id)."""
         rescan = min((r.behaviour.rescan_every for r in self.config.rules), default=60.0)
-        return [(self.tick, self.tick_every(), "ingest-tick"), (self.refresh, rescan, "ingest-globs")]
+        claims = [(self.refresh_claims, CHECK_EVERY, "ingest-claims")] if self.claimant is not None else []
+        return [(self.tick, self.tick_every(), "ingest-tick"), (self.refresh, rescan, "ingest-globs"), *claims]
 
     def start(
         self, scheduler: AsyncIOScheduler, wrap: Callable[[Callable[[], Any]], Callable[[], Any]] | None = None
     ) -> None:
         """Watch the inboxes and schedule ingestion on the daemon's scheduler (call within the loop)."""
         self._loop = asyncio.get_running_loop()
+        self._scheduler = scheduler
         self.refresh()
         options: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
         for func, every, job_id in self.jobs():
-            scheduler.add_job(wrap(func) if wrap else func, "interval", seconds=every, id=job_id, **options)
+            step = wrap(func) if wrap else func
+            # replace_existing: a reload may start the next Ingestion before this one's jobs are gone.
+            scheduler.add_job(step, "interval", seconds=every, id=job_id, replace_existing=True, **options)
+            if job_id == "ingest-claims":
+                self._claims_job = step
 
     def stop(self) -> None:
+        """Stop watching and delete our claims (the claims job is removed first, if it is still ours)."""
+        if self._scheduler is not None and self._claims_job is not None:
+            job = self._scheduler.get_job("ingest-claims")
+            if job is not None and job.func is self._claims_job:
+                with contextlib.suppress(JobLookupError):
+                    job.remove()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+        for claim in self.claims.values():
+            claim.release()
