@@ -18,18 +18,25 @@ import httpx
 import sdnotify
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from .errors import ConfigError, map_os_errors
+from .errors import ConfigError, UgcwatchdError, map_os_errors
 from .inbox.ingest import Ingestion
 from .ledger import Ledger
 from .lifecycle import Lifecycle, ProviderState
 from .metrics import Metrics
+from .owner import StateLock
 from .providers.registry import build_provider
+from .reload import ProviderChanges, current_keys, provider_changes
 from .rules import Config, load_rules
 from .settings import Settings, api_key
-from .states import SENT_JOB_STATES
 
 log = logging.getLogger(__name__)
 JOB_OPTIONS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+RECENT = 600.0  # paid requests this recent seed the rate windows at start (the widest is a minute)
+
+
+def _ascii(text: str) -> str:
+    """One short ASCII line for STATUS=."""
+    return text.splitlines()[0].encode("ascii", "replace").decode()[:200] if text else ""
 
 
 class Notifier:
@@ -73,6 +80,17 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         stop_within: float = 20.0,
     ) -> None:
+        # One state folder, one daemon: locked before the ledger is opened and anything is watched.
+        self.state_lock = StateLock(settings.resolved_state_dir()).acquire()
+        try:
+            self._setup(config, settings, transport, stop_within)
+        except BaseException:
+            self.state_lock.release()
+            raise
+
+    def _setup(
+        self, config: Config, settings: Settings, transport: httpx.AsyncBaseTransport | None, stop_within: float
+    ) -> None:
         self.config = config
         self.settings = settings
         self.transport = transport
@@ -81,10 +99,11 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.ledger = Ledger.open(settings.resolved_state_dir())
         self.metrics = Metrics(self.ledger.path, lambda: self.providers) if config.metrics_listen else None
-        answers = self.metrics.answer if self.metrics else None
-        self.providers = build_providers(config, settings, transport=transport, on_answer=answers)
+        self._answers = self.metrics.answer if self.metrics else None
+        self.providers = build_providers(config, settings, transport=transport, on_answer=self._answers)
+        self.keys = current_keys(config, settings, list(self.providers))
         self.lifecycle = Lifecycle(config, self.ledger, self.providers)
-        self.ingestion = Ingestion(config, self.ledger)
+        self.ingestion = Ingestion(config, self.ledger, claims=self.state_lock.claimant())
         self.scheduler = AsyncIOScheduler()
         self._running: set[asyncio.Task[Any]] = set()
 
@@ -111,15 +130,8 @@ class Daemon:
         add = self.scheduler.add_job
         add(self.lifecycle.dispatch, "interval", seconds=0.5, id="dispatch", **JOB_OPTIONS)
         add(self.lifecycle.deliver, "interval", seconds=0.5, id="deliver", **JOB_OPTIONS)
-        for name, ps in self.providers.items():
-            add(
-                self.lifecycle.poll,
-                "interval",
-                seconds=ps.settings.poll_every,
-                args=[name],
-                id=f"poll-{name}",
-                **JOB_OPTIONS,
-            )
+        for name in self.providers:
+            self._schedule_poll(name)
         add(self._report, "interval", seconds=5, id="status", **JOB_OPTIONS)
         usec = os.environ.get("WATCHDOG_USEC")
         if usec and usec.isdigit() and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
@@ -137,23 +149,59 @@ class Daemon:
         self.notifier.send(f"STATUS={self.status()}")
 
     async def reload(self) -> None:
-        """SIGHUP: load the rules again; an invalid file keeps the old rules."""
+        """SIGHUP: load the rules again and apply them, providers included; or refuse, keeping the old whole."""
         monotonic_usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}")
         try:
             config = load_rules(self.config.file)
-        except ConfigError as exc:
+            changes = provider_changes(
+                self.providers, self.keys, config, self.settings, transport=self.transport, on_answer=self._answers
+            )
+        except UgcwatchdError as exc:
             log.error("reload refused, the old rules stay: %s", exc)
-        else:
-            for job_id in ("ingest-tick", "ingest-globs"):
-                self.scheduler.remove_job(job_id)
-            self.ingestion.stop()
-            self.config = config
-            self.lifecycle.config = config
-            self.ingestion = Ingestion(config, self.ledger)
-            self.ingestion.start(self.scheduler, self._tracked)
-            log.info("reloaded %s: %d rules", config.file, len(config.rules))
+            self.notifier.send("READY=1", f"STATUS=reload refused: {_ascii(str(exc))}")
+            return
+        await self._apply(changes, config)
+        for job_id in ("ingest-tick", "ingest-globs"):
+            self.scheduler.remove_job(job_id)
+        self.ingestion.stop()
+        self.config = config
+        self.lifecycle.config = config
+        self.ingestion = Ingestion(config, self.ledger, claims=self.state_lock.claimant())
+        self.ingestion.start(self.scheduler, self._tracked)
+        log.info("reloaded %s: %d rules; %s", config.file, len(config.rules), changes.describe())
         self.notifier.send("READY=1", f"STATUS={self.status()}")
+
+    async def _apply(self, changes: ProviderChanges, config: Config) -> None:
+        """Provider settings in place, new adapters swapped in (the old ones closed), polls rescheduled."""
+        for name, block in changes.settings.items():
+            self.providers[name].settings = block
+        for name, fresh in changes.rebuilt.items():
+            old = self.providers.get(name)
+            await self._start_provider(fresh)
+            self.providers[name] = fresh  # the lifecycle and metrics read this same dict
+            if old is not None:
+                await old.provider.aclose()
+        self.keys = current_keys(config, self.settings, list(self.providers))
+        for name in changes.polls:
+            self._schedule_poll(name)
+
+    async def _start_provider(self, ps: ProviderState) -> None:
+        """Seed its rate windows with the paid requests of the last minutes, and read its credits."""
+        since = time.time() - RECENT
+        await ps.provider.remember([j.sent_at for j in self.ledger.sent_since(ps.name, since) if j.sent_at])
+        await self.lifecycle.refresh_account(ps)
+
+    def _schedule_poll(self, name: str) -> None:
+        self.scheduler.add_job(
+            self.lifecycle.poll,
+            "interval",
+            seconds=self.providers[name].settings.poll_every,
+            args=[name],
+            id=f"poll-{name}",
+            replace_existing=True,
+            **JOB_OPTIONS,
+        )
 
     def _signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -163,10 +211,8 @@ class Daemon:
 
     async def run(self) -> int:
         self._signals()
-        for name, ps in self.providers.items():
-            sent = [j.sent_at for j in self.ledger.jobs_in(*SENT_JOB_STATES, provider=name) if j.sent_at is not None]
-            await ps.provider.remember(sent)
-            await self.lifecycle.refresh_account(ps)
+        for ps in self.providers.values():
+            await self._start_provider(ps)
         if self.metrics is not None and self.config.metrics_listen:
             with map_os_errors(f"serve metrics on {self.config.metrics_listen}"):
                 self.metrics.serve(self.config.metrics_listen)
@@ -189,4 +235,5 @@ class Daemon:
         for ps in self.providers.values():
             await ps.provider.aclose()
         self.ledger.close()
+        self.state_lock.release()
         return 0

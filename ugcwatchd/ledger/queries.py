@@ -96,6 +96,13 @@ class Queries:
             args = (provider, JobState.SUBMITTING, *SPENDING_JOB_STATES, since)
         return int(self._db.execute(query, args).fetchone()[0])
 
+    def sent_since(self, provider: str, since: float) -> list[Job]:
+        """The jobs of ``provider`` whose last paid request went out at or after ``since`` (an index range)."""
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE provider = ? AND sent_at >= ? ORDER BY sent_at", (provider, since)
+        )
+        return [job_from_row(r) for r in rows]
+
     def open_item_with_input(self, path: str) -> Item | None:
         """The unfinished item that already holds the file at ``path``, if any."""
         open_states = tuple(OPEN_ITEM_STATES)

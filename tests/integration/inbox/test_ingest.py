@@ -16,7 +16,7 @@ import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from tests.support import until
-from ugcwatchd.inbox.ingest import Ingestion
+from ugcwatchd.inbox.ingest import InboxIngest, Ingestion
 from ugcwatchd.ledger import Item, Ledger
 from ugcwatchd.rules import Config, load_rules
 
@@ -348,3 +348,29 @@ async def test_ingest_folder_batch_quiet_too_long_is_taken_as_it_is(
         (item,) = await until(lambda: items(ledger), what="the batch")  # type: ignore[misc]
     assert item.reason == "unpaired"
     assert "has no video" in str(ledger.jobs_of(item.id)[0].failure)
+
+
+async def test_ingest_file_dropped_where_another_just_left_waits_its_own_stable_after(
+    world: Path, ledger: Ledger, media: dict[str, Path]
+) -> None:
+    """A stale 'stable' observation of a file that left never judges the new file at its path."""
+    config = rules(world, dub_rule(world, ", watch_mode: poll, stable_after: 1s, rescan_every: 30s"))
+    inbox = InboxIngest(config.inboxes()[0], ledger, poll=True)
+    clip = world / "in" / "clip.mp4"
+    shutil.copy(media["video.mp4"], clip)
+    await inbox.tick()
+    inbox.stability.stable_after = 0.0  # the first file's observation is now "stable"…
+    first = inbox.stability.seen("clip.mp4")
+    assert first is not None
+    clip.rename(world / "elsewhere.mp4")  # …it leaves, and another file arrives at its path at once
+    shutil.copy(media["long.mp4"], clip)
+    assert await inbox.tick() == 0  # judged by a fresh observation: not the same file, so not taken now
+    fresh = inbox.stability.seen("clip.mp4")
+    assert fresh is not None and fresh.signature != first.signature
+    assert items(ledger) == []
+    await inbox.tick()  # observed again, unchanged: now it is stable on its own account
+    (item,) = items(ledger)
+    (taken,) = ledger.inputs_of(item.id)
+    st = clip.stat()
+    assert (taken.bytes, taken.mtime_ns, taken.inode) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    assert taken.sha256 == hashlib.sha256(clip.read_bytes()).hexdigest()
