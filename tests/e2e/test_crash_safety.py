@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
@@ -41,6 +42,13 @@ def drop_pairs(root: Path, media: dict[str, Path], count: int) -> list[str]:
         shutil.copy(media["jpeg"], root / "faces" / "inbox" / f"{name}.jpg")
         shutil.copy(media["video.mp4"], root / "faces" / "inbox" / f"{name}.mp4")
     return names
+
+
+def claim_pid(inbox: Path) -> int | None:
+    try:
+        return int(json.loads((inbox / ".ugcwatchd-claim").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def terminal(outbox: Path, job: str) -> list[str]:
@@ -118,3 +126,50 @@ def test_crash_kill_9_at_random_moments_loses_nothing_and_pays_once(
     assert archived == sorted(f"{p}.{ext}" for p in pairs for ext in ("jpg", "mp4"))  # no input lost
     results = [sidecar(outbox / f"{p}.facedub.result.json") for p in pairs]
     assert len({r["remote_id"] for r in results if r}) == len(pairs)
+
+
+@pytest.mark.slow
+def test_crash_two_daemons_race_and_kills_inside_posts_pay_once(
+    tmp_path: Path, sandbox_process: type[SandboxProcess], media: dict[str, Path]
+) -> None:
+    """Two daemons (two state folders) on one inbox, the owner killed -9 while its POST is in flight
+    (the job exists, the answer is held back), a backend that sometimes creates a job after its 504:
+    every pair is still created once and ends with exactly one terminal sidecar."""
+    sb = sandbox_process(
+        "--port", "0", "--job-seconds", "1", "--answer-delay", "1.5",
+        "--fail-rate", "0.2", "--late-create", "1", "--seed", "7",
+    )  # fmt: skip
+    rules = make_world(tmp_path, sb)
+    pairs = drop_pairs(tmp_path, media, 8)
+    outbox = tmp_path / "faces" / "outbox"
+    states = [tmp_path / "state-a", tmp_path / "state-b"]
+    daemons = [DaemonProcess(rules, state) for state in states]
+    kills = 0
+    seen = 0
+    deadline = time.monotonic() + 150
+    try:
+        while time.monotonic() < deadline and not all(terminal(outbox, f"{p}.facedub") for p in pairs):
+            created = int(stats(sb, "facedub")["jobs_created"])  # type: ignore[call-overload]
+            if created > seen and kills < 4:
+                seen = created
+                # A job was just created and its answer is held back: kill the inbox's owner, mid-POST.
+                owner = claim_pid(tmp_path / "faces" / "inbox")
+                for n, daemon in enumerate(daemons):
+                    if daemon.proc.pid == owner:
+                        daemon.proc.send_signal(signal.SIGKILL)
+                        daemon.proc.wait(10)
+                        daemons[n] = DaemonProcess(rules, states[n])
+                        kills += 1
+            time.sleep(0.1)
+        wait_for(lambda: all(terminal(outbox, f"{p}.facedub") for p in pairs), timeout=60, what="every pair")
+    finally:
+        for daemon in daemons:
+            assert daemon.stop() == 0, daemon.text()[-3000:]
+    assert kills >= 2, "no kill landed: the run proves nothing"
+    endings = {p: terminal(outbox, f"{p}.facedub") for p in pairs}
+    assert all(len(kinds) == 1 for kinds in endings.values()), endings
+    facedub_stats = stats(sb, "facedub")
+    print(json.dumps({"chaos": {"pairs": len(pairs), "kills": kills, "facedub": facedub_stats}}))
+    assert facedub_stats["jobs_created"] == len(pairs), facedub_stats  # jobs created == pairs, kills included
+    results = [sidecar(outbox / f"{p}.facedub.result.json") for p in pairs]
+    assert all(results) and len({r["remote_id"] for r in results if r}) == len(pairs)
