@@ -128,8 +128,8 @@ class Daemon:
 
     def _schedule(self) -> None:
         add = self.scheduler.add_job
-        add(self.lifecycle.dispatch, "interval", seconds=0.5, id="dispatch", **JOB_OPTIONS)
-        add(self.lifecycle.deliver, "interval", seconds=0.5, id="deliver", **JOB_OPTIONS)
+        add(self._tracked(self.lifecycle.dispatch), "interval", seconds=0.5, id="dispatch", **JOB_OPTIONS)
+        add(self._tracked(self.lifecycle.deliver), "interval", seconds=0.5, id="deliver", **JOB_OPTIONS)
         for name in self.providers:
             self._schedule_poll(name)
         add(self._report, "interval", seconds=5, id="status", **JOB_OPTIONS)
@@ -194,7 +194,7 @@ class Daemon:
 
     def _schedule_poll(self, name: str) -> None:
         self.scheduler.add_job(
-            self.lifecycle.poll,
+            self._tracked(self.lifecycle.poll),
             "interval",
             seconds=self.providers[name].settings.poll_every,
             args=[name],
