@@ -156,6 +156,27 @@ class Transient(ProviderError):
     """
 
 
+class OddAnswer(Transient):
+    """A 2xx whose body is not what the API document describes (an HTML page, a missing field, a
+    field of the wrong type): a provider fault like a 5xx, retried, never a crash.
+
+    After a paid request (``outcome_unknown``) the request did take effect, but its answer cannot be
+    read: reconcile before sending it again.
+    """
+
+
+class DownloadFailed(Transient):
+    """A result that could not be fetched whole and as what it claims to be: an answer other than 200
+    (a redirect without a usable ``Location`` included), too large, too slow, cut short, or not the
+    media its name says. Retried as a download; the job is never resubmitted for it."""
+
+
+class UploadRefused(ProviderError):
+    """The presigned upload host refused the PUT (400, 401 or 403: an expired URL, a signature that
+    does not match). About that one URL, never the account: the submission is redone with a fresh
+    upload URL and the provider is not paused."""
+
+
 @contextmanager
 def map_os_errors(what: str) -> Iterator[None]:
     """Turn an OSError while doing ``what`` into one of ours, without the library traceback."""

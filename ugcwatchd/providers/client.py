@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
-from ..errors import ProviderError, RateLimited, Transient
-from .http import backoff, make_client, map_transport_errors, raise_for_answer
+from ..errors import OddAnswer, ProviderError, RateLimited, Transient
+from .http import (
+    Listing,
+    M,
+    Once,
+    backoff,
+    decode_json,
+    make_client,
+    map_transport_errors,
+    parse_answer,
+    parse_records,
+    raise_for_answer,
+)
 from .limits import RateWindows
 
 RETRY_CAP = 5.0  # a retried read waits at most this long: the next poll asks again anyway
+T = TypeVar("T")
 
 RetryWait = Callable[[ProviderError, int, float], float]
 """Seconds to wait before reading again: ``(the error, the 1-based attempt that failed, retry_base)``."""
@@ -66,6 +78,7 @@ class ApiClient:
         self.retry_base = retry_base
         self.on_answer = on_answer  # metrics: every answer's status
         self.forbidden_resource = forbidden_resource  # see raise_for_answer
+        self.once = Once()  # what keeps going wrong the same way is logged once
 
     async def aclose(self) -> None:
         await self._api.aclose()
@@ -78,7 +91,9 @@ class ApiClient:
         await self.aclose()
 
     def _raise_for_answer(self, response: httpx.Response, *, mutating: bool) -> None:
-        raise_for_answer(self.provider, response, mutating=mutating, forbidden_resource=self.forbidden_resource)
+        raise_for_answer(
+            self.provider, response, mutating=mutating, forbidden_resource=self.forbidden_resource, once=self.once
+        )
 
     async def _send(
         self,
@@ -108,13 +123,48 @@ class ApiClient:
             raise
         return response
 
-    async def _get(self, path: str, *, window: str | None = None) -> Any:
-        """An idempotent GET's JSON, retried a few times on transient failures and 429s."""
+    async def _get(self, path: str, parse: Callable[[Any], T], *, window: str | None = None, what: str = "") -> T:
+        """An idempotent GET's JSON, as ``parse`` reads it; retried a few times on transient failures,
+        odd answers and 429s, unless the wait would be longer than :data:`RETRY_CAP` (the next poll
+        asks again anyway)."""
+        what = what or f"GET {path}"
         for attempt in range(1, self.get_attempts + 1):
             try:
-                return (await self._send("GET", path, window=window)).json()
+                return parse(decode_json(self.provider, await self._send("GET", path, window=window), what))
+            except OddAnswer as odd:
+                self.once(f"{what}: odd answer", str(odd))
+                failed: Transient | RateLimited = odd
             except (Transient, RateLimited) as exc:
-                if attempt == self.get_attempts:
-                    raise
-                await asyncio.sleep(self.retry_wait(exc, attempt, self.retry_base))
+                failed = exc
+            wait = self.retry_wait(failed, attempt, self.retry_base)
+            if attempt == self.get_attempts or wait > RETRY_CAP:
+                raise failed
+            await asyncio.sleep(wait)
         raise AssertionError("unreachable")
+
+    async def _get_one(self, path: str, model: type[M], *, window: str | None = None, what: str = "") -> M:
+        """A GET answering one object of the API document."""
+        what = what or f"GET {path}"
+        return await self._get(
+            path, lambda data: parse_answer(self.provider, model, data, what), window=window, what=what
+        )
+
+    async def _get_list(self, path: str, model: type[M], *, window: str | None = None, what: str = "") -> Listing[M]:
+        """A GET answering a list: read record by record, an unreadable record set aside (and logged once)."""
+        what = what or f"GET {path}"
+        listing = await self._get(
+            path, lambda data: parse_records(self.provider, model, data, what), window=window, what=what
+        )
+        for odd in listing.unreadable:
+            self.once(f"{what}: {odd.id or odd.problem}", odd.problem)
+        return listing
+
+    def _read(self, response: httpx.Response, model: type[M], what: str, *, mutating: bool) -> M:
+        """The body of an answer that is not asked for again here (a POST); after a paid request an odd
+        body leaves the outcome unknown."""
+        try:
+            data = decode_json(self.provider, response, what, mutating=mutating)
+            return parse_answer(self.provider, model, data, what, mutating=mutating)
+        except OddAnswer as odd:
+            self.once(f"{what}: odd answer", str(odd))
+            raise

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from ..errors import Conflict, NotUploaded
+from ..errors import Conflict, NotUploaded, OddAnswer
+from ..names import shown
 from ..rules import ProviderSettings
 from .base import (
     Account,
@@ -25,14 +26,16 @@ from .base import (
     expectations,
 )
 from .client import ApiClient, retry_after_or_backoff
-from .transfer import download, put_file
+from .http import Listing, Unreadable, on_loopback
+from .transfer import DownloadLimits, download, put_file
 
 PROVIDER = "dublab"
 UPLOADING, IN_QUEUE, PROCESSING, FAILED, COMPLETED = 1, 2, 3, 4, 5
 
 
 class _Answer(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Strict: an answer is read as the document describes it, never coerced ("5" is not 5, 3600.5 not an int).
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 class Me(_Answer):
@@ -44,7 +47,7 @@ class Me(_Answer):
 
 
 class Dub(_Answer):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     id: str
     name: str
@@ -110,16 +113,21 @@ class DubLabClient(ApiClient):
             on_answer=on_answer,
             forbidden_resource=belongs_to_another_user,
         )
+        self.download_limits = DownloadLimits(loopback=on_loopback(base_url))
 
     async def me(self) -> Me:
-        return Me.model_validate(await self._get("/api/v1/me"))
+        return await self._get_one("/api/v1/me", Me)
 
-    async def dubs(self) -> list[Dub]:
-        """``GET /api/v1/dubs``: every file record, in one call."""
-        return [Dub.model_validate(d) for d in await self._get("/api/v1/dubs")]
+    async def dubs(self) -> Listing[Dub]:
+        """``GET /api/v1/dubs``: every file record, in one call; unreadable ones in ``.unreadable``."""
+        return await self._get_list("/api/v1/dubs", Dub)
 
     async def langs(self) -> list[Language]:
-        return [Language.model_validate(lang) for lang in await self._get("/api/langs")]
+        """``GET /api/langs``, whole: a list missing a record would make a configured language look unknown."""
+        listing = await self._get_list("/api/langs", Language)
+        if listing.unreadable:
+            raise OddAnswer(PROVIDER, f"cannot read the language list: {listing.unreadable[0].problem}")
+        return listing
 
     async def init_dub(
         self,
@@ -137,21 +145,17 @@ class DubLabClient(ApiClient):
             body["duration"] = duration
         body["isStudioQuality"] = studio_quality
         response = await self._send("POST", "/api/v1/init-dub", mutating=True, json=body)
-        return InitDub.model_validate(response.json())
+        return self._read(response, InitDub, "POST /api/v1/init-dub", mutating=True)
 
     async def upload(
         self, upload_url: str, path: Path, content_type: str, *, expect: Fingerprint | None = None
     ) -> None:
-        """PUT the file to the presigned URL with exactly the Content-Type given to init-dub."""
-        await put_file(
-            self._bare,
-            PROVIDER,
-            upload_url,
-            path,
-            content_type,
-            forbidden_resource=self.forbidden_resource,
-            expect=expect,
-        )
+        """PUT the file to the presigned URL with exactly the Content-Type given to init-dub.
+
+        The upload host's refusal (an expired URL, a signature mismatch) raises UploadRefused: the
+        submission is redone with a fresh init-dub, the account is not in question.
+        """
+        await put_file(self._bare, PROVIDER, upload_url, path, content_type, expect=expect)
 
     async def start_dub(self, file_id: str) -> None:
         """``POST /api/v1/start-dub``: starts the paid pipeline (409 if it already started)."""
@@ -159,7 +163,7 @@ class DubLabClient(ApiClient):
 
     async def download(self, url: str, target: Path) -> int:
         """Stream a result URL into ``target`` without the key; bytes written."""
-        return await download(self._bare, PROVIDER, url, target, forbidden_resource=self.forbidden_resource)
+        return await download(self._bare, PROVIDER, url, target, self.download_limits)
 
 
 _STATES: dict[int, RemoteStateName] = {
@@ -185,6 +189,12 @@ def remote_state(dub: Dub) -> RemoteState:
         credits_charged=math.ceil(billed) * (2 if dub.isStudioQuality else 1) if billed is not None else None,
         billed_seconds=billed,
     )
+
+
+def _may_be(odd: Unreadable, token: str, owned: Collection[str]) -> bool:
+    """Whether an unreadable record may be the one of ``token``: unless its id or its name rule it out."""
+    name = odd.field("name")
+    return not (odd.id in owned or (isinstance(name, str) and token not in name))
 
 
 def estimate_seconds(seconds: float, studio_quality: bool) -> int:
@@ -232,9 +242,12 @@ class DubLab:
 
     @staticmethod
     def remote_name(spec: JobSpec) -> str:
-        """``clip.<token>.mp4``: the record's name carries the token, so it can be found again."""
+        """``clip.<token>.mp4``: the record's name carries the token, so it can be found again.
+
+        A JSON body is UTF-8: a name whose bytes are not shows them as ``\\xNN``.
+        """
         media = spec.inputs[0]
-        return f"{media.stem}.{spec.token}{media.suffix}"
+        return f"{shown(media.stem)}.{spec.token}{shown(media.suffix)}"
 
     def estimate(self, spec: JobSpec) -> int:
         return self.estimate_params(spec.params)
@@ -275,11 +288,18 @@ class DubLab:
         return file_id
 
     async def refresh(self, remote_ids: Collection[str]) -> dict[str, RemoteState]:
-        listed = {d.id: d for d in await self.client.dubs()}
-        return {
-            remote_id: remote_state(listed[remote_id]) if remote_id in listed else RemoteState(remote_id, "missing")
-            for remote_id in remote_ids
-        }
+        """Each dub's state; a dub whose record is unreadable is left out (not listed this time), never
+        missing. While a record without a readable id is in the list, no absent dub counts as missing."""
+        dubs = await self.client.dubs()
+        listed = {d.id: d for d in dubs}
+        unreadable = {odd.id for odd in dubs.unreadable}
+        states: dict[str, RemoteState] = {}
+        for remote_id in remote_ids:
+            if remote_id in listed:
+                states[remote_id] = remote_state(listed[remote_id])
+            elif remote_id not in unreadable and None not in unreadable:
+                states[remote_id] = RemoteState(remote_id, "missing")
+        return states
 
     async def fetch(self, state: RemoteState, target: Path) -> int | None:
         """DubLab documents no result URL: there is nothing to download."""
@@ -291,7 +311,11 @@ class DubLab:
         Re-sending start-dub for the same file is safe (409 once started), whereas a new record could
         later run beside a start that was still in flight: so an unknown start is completed, not redone.
         """
-        mine = [d for d in await self.client.dubs() if intent.spec.token in d.name and d.id not in owned]
+        dubs = await self.client.dubs()
+        for odd in dubs.unreadable:  # absence is never concluded while a record that may be ours is unreadable
+            if _may_be(odd, intent.spec.token, owned):
+                raise OddAnswer(PROVIDER, f"cannot reconcile yet: {odd.problem}")
+        mine = [d for d in dubs if intent.spec.token in d.name and d.id not in owned]
         started = [d.id for d in mine if d.externalStatusId != UPLOADING]
         if len(started) > 1:
             return Reconciled("ambiguous", candidates=tuple(started))

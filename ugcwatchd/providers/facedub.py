@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from ..errors import NotFound, RateLimited
+from ..errors import NotFound, OddAnswer, RateLimited
 from ..rules import FaceDubProvider, ProviderSettings
 from .base import (
     Account,
@@ -27,17 +26,18 @@ from .base import (
     expectations,
 )
 from .client import ApiClient, backoff_wait
-from .http import map_transport_errors
+from .http import Listing, Unreadable, map_transport_errors, on_loopback
 from .limits import RateWindows
-from .transfer import FilePart, content_type_of, download, multipart
+from .transfer import DownloadLimits, FilePart, content_type_of, download, multipart
 
 PROVIDER = "facedub"
 DOCUMENTED_WINDOWS = {"POST /jobs": 10, "GET /jobs/*": 60, "other": 120}
-TERMINAL = frozenset({"completed", "failed"})
+TERMINAL, RUNNING = frozenset({"completed", "failed"}), frozenset({"queued", "processing"})
+SLOT_WAIT = 30.0  # a 429 asking for longer gives the job back to wait in the queue; a shorter one is waited here
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class _Answer(BaseModel):  # strict: read as documented, never coerced ("10" is not 10, 1.5 not an int)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 class CreatedJob(_Answer):
@@ -54,7 +54,7 @@ class Job(_Answer):
     output_url: str | None = None
     created_at: int
     error: str | None = None
-    duration_seconds: int | None = None
+    duration_seconds: int  # required, as documented: reconciliation matches on it
     credits_charged: int | None = None
 
     @property
@@ -97,6 +97,7 @@ class FaceDubClient(ApiClient):
         get_attempts: int = 3,
         retry_base: float = 0.5,
         on_answer: Callable[[int], None] | None = None,
+        download_limits: DownloadLimits | None = None,
     ) -> None:
         super().__init__(
             PROVIDER,
@@ -109,6 +110,7 @@ class FaceDubClient(ApiClient):
             retry_base=retry_base,
             on_answer=on_answer,
         )
+        self.download_limits = download_limits or DownloadLimits(loopback=on_loopback(base_url))
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -139,44 +141,43 @@ class FaceDubClient(ApiClient):
         response = await self._send(
             "POST", "/jobs", window="POST /jobs", mutating=True, counted=counted, content=body, headers=headers
         )
-        return CreatedJob.model_validate(response.json())
+        return self._read(response, CreatedJob, "POST /jobs", mutating=True)
 
-    async def list_jobs(self) -> list[Job]:
-        """``GET /jobs``: the 50 most recent jobs, in one call."""
-        return [Job.model_validate(j) for j in await self._get("/jobs", window="GET /jobs/*")]
+    async def list_jobs(self) -> Listing[Job]:
+        """``GET /jobs``: the 50 most recent jobs, in one call; unreadable ones in ``.unreadable``."""
+        return await self._get_list("/jobs", Job, window="GET /jobs/*")
 
     async def get_job(self, job_id: str) -> Job:
-        return Job.model_validate(await self._get(f"/jobs/{job_id}", window="GET /jobs/*"))
+        return await self._get_one(f"/jobs/{job_id}", Job, window="GET /jobs/*", what="GET /jobs/{job_id}")
 
     async def stream_job(self, job_id: str, token: str) -> AsyncIterator[Job]:
         """``GET /jobs/{id}/stream?token=JWT``: each status change until the job ends (SSE)."""
         await self.windows.acquire("GET /jobs/*")
         with map_transport_errors(PROVIDER, mutating=False):
-            # The stream authenticates with the JWT alone, as EventSource would.
-            url = self._api.base_url.join(f"jobs/{job_id}/stream")
+            url = self._api.base_url.join(f"jobs/{job_id}/stream")  # the JWT alone, as EventSource would
             async with self._bare.stream("GET", url, params={"token": token}, timeout=None) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     self._raise_for_answer(response, mutating=False)
                 async for line in response.aiter_lines():
                     if line.startswith("data:"):
-                        yield Job.model_validate(json.loads(line[5:].strip()))
+                        yield self._read(httpx.Response(200, text=line[5:]), Job, "a stream event", mutating=False)
 
     async def download(self, url: str, target: Path) -> int:
         """Stream a result URL (a CDN link, fetched without the key) into ``target``; bytes written."""
-        return await download(self._bare, PROVIDER, url, target)
+        return await download(self._bare, PROVIDER, url, target, self.download_limits)
 
     # -- account ----------------------------------------------------------------------------------
 
     async def usage(self) -> Usage:
-        return Usage.model_validate(await self._get("/usage", window="other"))
+        return await self._get_one("/usage", Usage, window="other")
 
     async def create_api_key(self, name: str) -> NewApiKey:
         response = await self._send("POST", "/api-keys", window="other", mutating=True, json={"name": name})
-        return NewApiKey.model_validate(response.json())
+        return self._read(response, NewApiKey, "POST /api-keys", mutating=True)
 
     async def list_api_keys(self) -> list[ApiKeyInfo]:
-        return [ApiKeyInfo.model_validate(k) for k in await self._get("/api-keys", window="other")]
+        return await self._get_list("/api-keys", ApiKeyInfo, window="other")
 
     async def revoke_api_key(self, key_id: str) -> None:
         await self._send("DELETE", f"/api-keys/{key_id}", window="other", mutating=True)
@@ -201,6 +202,13 @@ def remote_state(job: Job) -> RemoteState:
         error=job.error,
         credits_charged=job.credits_charged,
     )
+
+
+def _may_match(odd: Unreadable, owned: Collection[str], duration: int, low: float, high: float) -> bool:
+    """Whether an unreadable record may be the job we look for: unless its id, duration or time rule it out."""
+    seconds, created = odd.number("duration_seconds"), odd.number("created_at")
+    outside = created is not None and not low <= created <= high
+    return not (odd.id in owned or seconds not in (None, duration) or outside)
 
 
 def estimate_credits(duration: int) -> int:
@@ -230,12 +238,11 @@ class FaceDub:
         self.client = client
         self.max_concurrent_jobs = max_concurrent_jobs
         self.slot_poll = slot_poll
-        # An upload of a large video can take minutes: the job is created when it has arrived.
-        self.reconcile_window = reconcile_window
+        self.reconcile_window = reconcile_window  # a large upload takes minutes; the job exists once it arrived
         self._active: set[str] = set()
         self._synced = False
         self._submit_lock = asyncio.Lock()
-        self._listed: tuple[float, list[Job]] | None = None
+        self._listed: tuple[float, Listing[Job]] | None = None
 
     @classmethod
     def from_settings(
@@ -249,7 +256,8 @@ class FaceDub:
         """The adapter for the ``providers.facedub`` block and its key."""
         if not isinstance(settings, FaceDubProvider):
             raise TypeError(f"FaceDub needs the providers.facedub settings, not {type(settings).__name__}")
-        client = FaceDubClient(settings.base_url, key, transport=transport, on_answer=on_answer)
+        limits = DownloadLimits(settings.max_download_bytes, settings.download_timeout, on_loopback(settings.base_url))
+        client = FaceDubClient(settings.base_url, key, transport=transport, on_answer=on_answer, download_limits=limits)
         # Waiting for a slot, look every second: GET /jobs* allows 60 a minute, the client window keeps it there.
         return cls(client, max_concurrent_jobs=settings.max_concurrent_jobs, slot_poll=1.0)
 
@@ -286,18 +294,19 @@ class FaceDub:
         """FaceDub's jobs take no language."""
         return None
 
-    async def _sync(self, *, fresh: bool = False) -> list[Job]:
+    async def _sync(self, *, fresh: bool = False) -> Listing[Job]:
         """Count the account's queued and processing jobs: those hold its slots, ours or not.
 
         Waiting for a slot and polling both read GET /jobs; a list younger than ``slot_poll`` serves
-        both, so together they stay within the 60-a-minute window instead of queueing behind it.
-        """
+        both, so together they stay within the 60-a-minute window instead of queueing behind it. An
+        unreadable record holds a slot when it says it runs (else a 429 at worst, which creates nothing)."""
         now = asyncio.get_running_loop().time()
         if not fresh and self._listed is not None and now - self._listed[0] < self.slot_poll * 0.9:
             return self._listed[1]
         jobs = await self.client.list_jobs()
         self._listed = (asyncio.get_running_loop().time(), jobs)
-        self._active = {j.id for j in jobs if j.active}
+        running = [odd.id or f"#{n}" for n, odd in enumerate(jobs.unreadable) if odd.field("status") in RUNNING]
+        self._active = {j.id for j in jobs if j.active} | set(running)
         self._synced = True
         return jobs
 
@@ -324,28 +333,35 @@ class FaceDub:
                         expect=(spec.expect(photo), spec.expect(video)),
                         on_sent=hooks.sent,
                     )
-                except RateLimited:
-                    # Refused, so nothing was created: someone else holds a slot, or a window is full.
-                    # The client already blocks the endpoint for Retry-After; count the slots again.
+                except RateLimited as limited:
+                    # Refused, so nothing was created: someone else holds a slot, or a window is full. The client
+                    # blocks the endpoint for Retry-After; count the slots again, or give a long wait to the queue.
                     self._synced, self._listed = False, None
+                    if (limited.retry_after or 0.0) > SLOT_WAIT:
+                        raise
                     continue
                 self._active.add(created.job_id)
                 self._listed = None  # the list no longer shows every job that holds a slot
                 return created.job_id
 
     async def refresh(self, remote_ids: Collection[str]) -> dict[str, RemoteState]:
-        listed = {j.id: j for j in await self._sync()}
+        """Each job's state; a job whose record is unreadable is left out (not listed this time), never missing."""
+        jobs = await self._sync()
+        listed = {j.id: j for j in jobs}
+        unreadable = {odd.id for odd in jobs.unreadable}
         states: dict[str, RemoteState] = {}
         for remote_id in remote_ids:
             job = listed.get(remote_id)
-            if job is None:
-                # Older than the 50 listed: ask for it alone.
+            if job is None and remote_id not in unreadable:  # older than the 50 listed: ask for it alone
                 try:
                     job = await self.client.get_job(remote_id)
                 except NotFound:
                     states[remote_id] = RemoteState(remote_id, "missing")
                     continue
-            states[remote_id] = remote_state(job)
+                except OddAnswer:
+                    continue  # logged by the client; this job only is asked again at the next poll
+            if job is not None:
+                states[remote_id] = remote_state(job)
         return states
 
     async def fetch(self, state: RemoteState, target: Path) -> int | None:
@@ -359,6 +375,9 @@ class FaceDub:
         duration = int(intent.spec.params["duration"])
         until = intent.until if intent.until is not None else intent.sent_at + self.reconcile_window
         low, high = intent.sent_at - CLOCK_SKEW, until + CLOCK_SKEW
+        for odd in jobs.unreadable:  # absence is never concluded while a record that may be ours is unreadable
+            if _may_match(odd, owned, duration, low, high):
+                raise OddAnswer(PROVIDER, f"cannot reconcile yet: {odd.problem}")
         found = tuple(
             j.id for j in jobs if j.id not in owned and j.duration_seconds == duration and low <= j.created_at <= high
         )
@@ -366,9 +385,9 @@ class FaceDub:
             return Reconciled("ambiguous", candidates=found)
         if len(found) == 1:
             return Reconciled("adopt", found[0])
-        if len(jobs) >= LIST_LIMIT and min(j.created_at for j in jobs) > low:
-            # The window reaches past the 50 listed jobs: absence proves nothing.
-            return Reconciled("ambiguous")
+        dates = [j.created_at for j in jobs] + [d for odd in jobs.unreadable if (d := odd.number("created_at"))]
+        if len(jobs) + len(jobs.unreadable) >= LIST_LIMIT and min(dates, default=high) > low:
+            return Reconciled("ambiguous")  # the window reaches past the 50 listed jobs: absence proves nothing
         return Reconciled("none")
 
     async def remember(self, sent_at: list[float]) -> None:

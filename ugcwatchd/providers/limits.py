@@ -23,12 +23,16 @@ SAFETY_MARGIN = 0.25
 
 
 class RateWindows:
-    """Sliding windows (one minute, as documented), one per endpoint class: ``await acquire("POST /jobs")``."""
+    """Sliding windows (one minute, as documented), one per endpoint class: ``await acquire("POST /jobs")``.
+
+    Each class waits on its own: a POST held off by a 429's ``Retry-After`` never delays a poll.
+    """
 
     def __init__(self, per_window: Mapping[str, int], window_seconds: int = 60) -> None:
         self._items = {name: RateLimitItemPerSecond(n, window_seconds + WINDOW_SLACK) for name, n in per_window.items()}
         self._limiter = MovingWindowRateLimiter(MemoryStorage())
-        self._lock = asyncio.Lock()
+        # One waiter at a time per class keeps the order of its requests fair (FIFO on the lock).
+        self._locks = {name: asyncio.Lock() for name in per_window}
         self._blocked_until: dict[str, float] = {}
         self.waited = 0.0  # total seconds spent waiting for a window, for metrics and benchmarks
 
@@ -37,12 +41,12 @@ class RateWindows:
         item = self._items.get(endpoint_class)
         if item is None:
             return
-        # One waiter at a time per client keeps the order of requests fair (FIFO on the lock).
-        async with self._lock:
-            blocked = self._blocked_until.pop(endpoint_class, 0.0) - time.monotonic()
-            if blocked > 0:
+        async with self._locks[endpoint_class]:
+            # A 429 that comes while we wait may push the time further: look again after each wait.
+            while (blocked := self._blocked_until.get(endpoint_class, 0.0) - time.monotonic()) > 0:
                 self.waited += blocked
                 await asyncio.sleep(blocked)
+            self._blocked_until.pop(endpoint_class, None)
             while not await self._limiter.hit(item, endpoint_class):
                 stats = await self._limiter.get_window_stats(item, endpoint_class)
                 pause = max(0.01, stats.reset_time - time.time()) + SAFETY_MARGIN

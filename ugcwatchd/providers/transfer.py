@@ -2,8 +2,10 @@
 
 File reads and writes run in worker threads, so a slow share cannot stall the event loop; bodies
 have an exact ``Content-Length`` (never chunked); a file that changes size while it is being sent
-aborts the upload rather than sending half of it; downloads land in a temporary file beside their
-target, are checked against ``Content-Length``, fsync'd and renamed into place.
+aborts the upload rather than sending half of it. Downloads fetch only what :func:`~.http.fetchable`
+allows (redirects included), within a size cap and an overall deadline; they land in a temporary file
+beside their target, are checked against ``Content-Length`` and against the media the target's name
+claims, fsync'd and renamed into place.
 """
 
 from __future__ import annotations
@@ -20,11 +22,17 @@ from typing import BinaryIO
 
 import httpx
 
-from ..errors import Rejected, Transient
+from ..errors import DownloadFailed, Rejected
+from ..names import shown
 from .base import Fingerprint
-from .http import _safe_url, check_fetchable, map_transport_errors, raise_for_answer
+from .http import check_fetchable, fetchable, map_transport_errors, raise_for_download, raise_for_upload, safe_url
 
 CHUNK = 1024 * 1024
+MAX_DOWNLOAD_BYTES = 20 * 1024**3  # 20 GiB
+DOWNLOAD_TIMEOUT = 1800.0  # 30 minutes for the whole download, redirects included
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_ERROR_TEXT = 4096  # of an error answer's body, only this much is read
 
 
 class FileChanged(Rejected):
@@ -137,7 +145,7 @@ def multipart(
     for part in files:
         head = (
             f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(part.field)}"; '
-            f'filename="{_quote(part.path.name)}"\r\nContent-Type: {part.content_type}\r\n\r\n'
+            f'filename="{_quote(shown(part.path.name))}"\r\nContent-Type: {part.content_type}\r\n\r\n'
         ).encode()
         # The recorded size: a file that differs is caught while streaming, never sent with a length to match.
         parts.append((head, part, part.expect.size if part.expect else part.path.stat().st_size))
@@ -167,63 +175,135 @@ async def put_file(
     path: Path,
     content_type: str,
     *,
-    forbidden_resource: Callable[[str], bool] | None = None,
     expect: Fingerprint | None = None,
 ) -> None:
     """PUT ``path`` to a presigned URL: exact Content-Type and Content-Length, no credentials.
 
     ``client`` must be a bare client: the URL is another host, and an API key must never go there.
-    ``forbidden_resource`` classifies a 403 as :func:`~.http.raise_for_answer` describes.
+    The upload host's refusals (an expired URL, a signature mismatch) raise
+    :class:`~ugcwatchd.errors.UploadRefused`: about that URL, never the account.
     """
     size = expect.size if expect is not None else (await asyncio.to_thread(path.stat)).st_size
     headers = {"Content-Type": content_type, "Content-Length": str(size)}
     with map_transport_errors(provider, mutating=False):
         # An upload can simply be repeated: it is not a paid action, so its outcome is never "unknown".
         response = await client.put(url, content=file_chunks(path, size, expect), headers=headers)
-    if response.status_code >= 400:
-        raise_for_answer(provider, response, mutating=False, forbidden_resource=forbidden_resource)
+    raise_for_upload(provider, response)
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """What a result download may take: bytes, time, and whether this machine may serve it."""
+
+    max_bytes: int = MAX_DOWNLOAD_BYTES
+    timeout: float = DOWNLOAD_TIMEOUT  # seconds, for the whole download
+    loopback: bool = False  # the provider itself is on this machine (the sandbox): its links may be too
 
 
 async def download(
-    client: httpx.AsyncClient,
-    provider: str,
-    url: str,
-    target: Path,
-    *,
-    forbidden_resource: Callable[[str], bool] | None = None,
+    client: httpx.AsyncClient, provider: str, url: str, target: Path, limits: DownloadLimits = DownloadLimits()
 ) -> int:
-    """Stream ``url`` into ``target`` atomically; the number of bytes written."""
-    check_fetchable(url)
+    """Stream ``url`` into ``target`` atomically; the number of bytes written.
+
+    A URL that is not fetchable raises :class:`~ugcwatchd.errors.Rejected`; anything else that does not
+    end in a whole body of the media ``target`` names raises :class:`~ugcwatchd.errors.DownloadFailed`.
+    """
+    check_fetchable(url, provider=provider, loopback=limits.loopback)
     temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
     try:
-        with map_transport_errors(provider, mutating=False):
-            # identity: the bytes on disk must be the bytes Content-Length counts, never a gzip of them.
-            async with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
-                if response.status_code >= 400:
-                    await response.aread()  # an error answer is small; its text says why
-                    raise_for_answer(provider, response, mutating=False, forbidden_resource=forbidden_resource)
-                expected = response.headers.get("content-length")
-                written = await _write_stream(response, temp)
-        if expected is not None and expected.isdigit() and int(expected) != written:
-            raise Transient(provider, f"download of {_safe_url(url)} ended after {written} of {expected} bytes")
+        try:
+            async with asyncio.timeout(limits.timeout):
+                written, head = await _fetch(client, provider, url, temp, limits)
+        except TimeoutError:
+            raise DownloadFailed(
+                provider,
+                f"download of {safe_url(url)} took longer than download_timeout ({limits.timeout:g} s); it is given up",
+            ) from None
+        what = _not_the_media(target, head)
+        if what:
+            raise DownloadFailed(provider, f"download of {safe_url(url)} is not {what} (it starts with {head[:16]!r})")
         await asyncio.to_thread(_fsync_rename, temp, target)
         return written
     finally:
         await asyncio.to_thread(temp.unlink, missing_ok=True)
 
 
-async def _write_stream(response: httpx.Response, temp: Path) -> int:
+async def _fetch(
+    client: httpx.AsyncClient, provider: str, url: str, temp: Path, limits: DownloadLimits
+) -> tuple[int, bytes]:
+    """GET ``url`` into ``temp``, following at most :data:`MAX_REDIRECTS` fetchable redirects; (bytes, head)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        with map_transport_errors(provider, mutating=False):
+            # identity: the bytes on disk must be the bytes Content-Length counts, never a gzip of them.
+            async with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as response:
+                status = response.status_code
+                location = response.headers.get("location") if status in _REDIRECTS else None
+                if location:
+                    nxt = str(response.url.join(location))
+                    if not fetchable(nxt, loopback=limits.loopback):
+                        raise DownloadFailed(
+                            provider,
+                            f"{safe_url(url)} redirects to {safe_url(nxt)}, which is not fetched",
+                            status=status,
+                        )
+                    url = nxt
+                    continue
+                if status != 200:
+                    raise_for_download(provider, url, status, await _error_text(response))
+                announced = response.headers.get("content-length", "")
+                length = int(announced) if announced.isdigit() else None
+                if length is not None and length > limits.max_bytes:
+                    raise DownloadFailed(provider, _too_large(url, length, limits))
+                written, head = await _write_stream(response, temp, limits.max_bytes)
+                if written > limits.max_bytes:
+                    raise DownloadFailed(provider, _too_large(url, written, limits))
+        if length is not None and length != written:
+            raise DownloadFailed(provider, f"download of {safe_url(url)} ended after {written} of {length} bytes")
+        return written, head
+    raise DownloadFailed(provider, f"download of {safe_url(url)} was redirected more than {MAX_REDIRECTS} times")
+
+
+def _too_large(url: str, size: int, limits: DownloadLimits) -> str:
+    return f"download of {safe_url(url)} is larger than max_download_bytes ({size} > {limits.max_bytes} bytes)"
+
+
+async def _error_text(response: httpx.Response) -> str:
+    """The start of an error answer's body (an error page may be endless too)."""
+    body = response.content if response.is_stream_consumed else b""  # already read: a canned answer
+    if not response.is_stream_consumed:
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) >= _ERROR_TEXT:
+                break
+    text = body[:_ERROR_TEXT].decode("utf-8", "replace").strip()
+    return " ".join(text.split())[:300]
+
+
+def _not_the_media(target: Path, head: bytes) -> str | None:
+    """What ``target``'s name claims it is, when its first bytes say otherwise; None when they agree."""
+    if target.suffix.lower() in (".mp4", ".m4v") and head[4:8] != b"ftyp":
+        return "an MP4 (no ftyp box)"
+    return None
+
+
+async def _write_stream(response: httpx.Response, temp: Path, cap: int) -> tuple[int, bytes]:
+    """The body into ``temp``: (bytes written, its first 16 bytes); stops once past ``cap`` bytes."""
     f: BinaryIO = await asyncio.to_thread(temp.open, "wb")
     written = 0
+    head = b""
     try:
         async for chunk in response.aiter_raw(CHUNK):
-            await asyncio.to_thread(f.write, chunk)
+            if len(head) < 16:
+                head = (head + chunk)[:16]
             written += len(chunk)
+            if written > cap:
+                break
+            await asyncio.to_thread(f.write, chunk)
         await asyncio.to_thread(f.flush)
         await asyncio.to_thread(os.fsync, f.fileno())
     finally:
         await asyncio.to_thread(f.close)
-    return written
+    return written, head
 
 
 def _fsync_rename(temp: Path, target: Path) -> None:

@@ -63,6 +63,10 @@ class FaceDubProvider(ProviderSettings):
     # A FaceDub backend may create a job after answering 5xx or timing out: "nothing was created" is
     # concluded only this long after the body was sent, and after two list reads 30 s apart agree.
     reconcile_grace: Duration = Field(120.0, ge=0)
+    # A result download larger than this (announced by Content-Length, or counted while reading) or slower
+    # than download_timeout overall fails, and is tried again later as a download.
+    max_download_bytes: int = Field(20 * 1024**3, ge=1024, le=1024**4)
+    download_timeout: Duration = Field(1800.0, ge=1, le=86400)
 
     @property
     def daily_budget(self) -> int | None:

@@ -22,6 +22,7 @@ from ugcwatchd.errors import (
     RateLimited,
     Rejected,
     Transient,
+    UploadRefused,
 )
 from ugcwatchd.providers.dublab import COMPLETED, DubLabClient
 from ugcwatchd.providers.facedub import FaceDubClient
@@ -186,10 +187,10 @@ async def test_dublab_client_start_errors_are_classified(sandbox: Sandbox, media
         assert broke.value.status == 402 and broke.value.provider_error == "Insufficient credit balance"
 
 
-async def test_dublab_client_upload_with_wrong_type_is_rejected(sandbox: Sandbox, media: dict[str, Path]) -> None:
+async def test_dublab_client_upload_with_wrong_type_is_upload_refused(sandbox: Sandbox, media: dict[str, Path]) -> None:
     async with dl_client(sandbox) as dl:
         init = await dl.init_dub(file_type="video/mp4", name="a.mp4", source_lang="en", dest_lang="de")
-        with pytest.raises(AuthRejected) as refused:
+        with pytest.raises(UploadRefused) as refused:
             await dl.upload(init.uploadUrl, media["video.mp4"], "video/quicktime")
     assert refused.value.status == 403 and "SignatureDoesNotMatch" in (refused.value.provider_error or "")
 

@@ -11,6 +11,7 @@ from ugcwatchd import errors
 from ugcwatchd.lifecycle.disposition import (
     DOWNLOAD_TRIES,
     TABLE,
+    UPLOAD_TRIES,
     Fail,
     Hold,
     Pause,
@@ -20,7 +21,7 @@ from ugcwatchd.lifecycle.disposition import (
     rule_for,
 )
 from ugcwatchd.providers.transfer import FileChanged
-from ugcwatchd.states import PLANNING_CODES, ErrorCode, HoldReason
+from ugcwatchd.states import PLANNING_CODES, ErrorCode, FailStage, HoldReason
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "errors.md"
 
@@ -117,3 +118,26 @@ def test_errors_doc_agrees_with_the_table_on_retryable_failures() -> None:
         for rule in rules.values():
             if isinstance(rule, Fail) and rule.retryable:
                 assert re.search(r"\*\*Retryable:\*\*\s*yes", documented[rule.code]), rule.code
+
+
+def test_disposition_odd_answer_is_retried_like_a_5xx_and_reconciled_after_a_paid_request() -> None:
+    assert decide(errors.OddAnswer("facedub", "html"), Step.POLL) == Retry(0.0)
+    assert decide(errors.OddAnswer("facedub", "html"), Step.ACCOUNT) == Retry(0.0)
+    paid = decide(errors.OddAnswer("facedub", "html", outcome_unknown=True), Step.SUBMIT)
+    assert isinstance(paid, Retry) and paid.reconcile
+    assert isinstance(decide(errors.OddAnswer("dublab", "odd record"), Step.RECONCILE), Retry)
+
+
+def test_disposition_download_failed_is_retried_as_a_download_then_failed_retryable() -> None:
+    exc = errors.DownloadFailed("facedub", "too large")
+    assert isinstance(decide(exc, Step.DOWNLOAD, 1), Retry)
+    assert decide(exc, Step.DOWNLOAD, DOWNLOAD_TRIES) == Fail(ErrorCode.DOWNLOAD_FAILED, retryable=True)
+
+
+def test_disposition_upload_refused_goes_back_to_the_queue_then_fails_rejected_never_pauses() -> None:
+    exc = errors.UploadRefused("dublab", "AccessDenied: Request has expired", status=403)
+    for attempt in range(1, UPLOAD_TRIES):
+        retry = decide(exc, Step.SUBMIT, attempt)
+        assert isinstance(retry, Retry) and not retry.reconcile and retry.after <= 300
+    assert decide(exc, Step.SUBMIT, UPLOAD_TRIES) == Fail(ErrorCode.REJECTED, stage=FailStage.UPLOAD)
+    assert all(decide(exc, step) != Pause() for step in Step)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
-from ugcwatchd.errors import AuthRejected, Forbidden, RateLimited, Transient
+from ugcwatchd.errors import AuthRejected, Forbidden, OddAnswer, RateLimited, Transient, UploadRefused
 from ugcwatchd.providers.client import RETRY_CAP, backoff_wait, retry_after_or_backoff
 from ugcwatchd.providers.dublab import DubLabClient
 from ugcwatchd.providers.facedub import FaceDubClient
@@ -100,13 +101,15 @@ async def test_facedub_client_403_with_the_same_words_is_auth_rejected() -> None
 
 
 @pytest.mark.anyio
-async def test_dublab_client_upload_403_about_another_users_file_is_forbidden(tmp_path: Path) -> None:
+async def test_dublab_client_upload_403_whatever_it_says_is_upload_refused(tmp_path: Path) -> None:
+    """The upload host speaks for one presigned URL, never for the account or another user's file."""
     media = tmp_path / "clip.mp4"
     media.write_bytes(b"\0" * 64)
     transport, seen = answers(httpx.Response(403, json=ANOTHER_USERS))
     async with DubLabClient("https://dl.test", KEY, transport=transport) as dl:
-        with pytest.raises(Forbidden):
+        with pytest.raises(UploadRefused) as refused:
             await dl.upload("https://uploads.test/put?sig=1", media, "video/mp4")
+    assert refused.value.status == 403 and not isinstance(refused.value, AuthRejected | Forbidden)
     assert "apikey" not in seen[0].headers  # the bare client: no key on the upload host
 
 
@@ -120,3 +123,48 @@ async def test_clients_send_their_own_auth_header_and_no_other() -> None:
         await dl.me()
     assert seen[0].headers["authorization"] == "Bearer k_client_test" and "apikey" not in seen[0].headers
     assert seen_dl[0].headers["apikey"] == "k_client_test" and "authorization" not in seen_dl[0].headers
+
+
+@pytest.mark.anyio
+async def test_get_429_with_a_retry_after_past_retry_cap_raises_at_once_capped() -> None:
+    """A read is not slept on for minutes (the next poll asks again), and never for a day."""
+    transport, seen = answers(httpx.Response(429, json={"error": "slow"}, headers={"Retry-After": "86400"}))
+    async with DubLabClient("https://dl.test", KEY, transport=transport, get_attempts=3) as dl:
+        with pytest.raises(RateLimited) as limited:
+            await asyncio.wait_for(dl.me(), timeout=2)
+    assert len(seen) == 1 and limited.value.retry_after == 600.0
+
+
+@pytest.mark.anyio
+async def test_get_odd_answer_then_ok_retries_like_a_5xx() -> None:
+    page = httpx.Response(200, text="<!DOCTYPE html><html></html>", headers={"Content-Type": "text/html"})
+    transport, seen = answers(page, httpx.Response(200, json=USAGE))
+    async with FaceDubClient(
+        "https://fd.test", KEY, transport=transport, windows=RateWindows({}), retry_base=0.001
+    ) as fd:
+        assert (await fd.usage()).credits_remaining == 150
+    assert len(seen) == 2
+
+
+@pytest.mark.anyio
+async def test_get_odd_answer_every_time_raises_odd_answer_not_a_validation_error() -> None:
+    transport, seen = answers(httpx.Response(200, json={**USAGE, "credits_remaining": 149.5}))
+    async with FaceDubClient(
+        "https://fd.test", KEY, transport=transport, windows=RateWindows({}), retry_base=0.001
+    ) as fd:
+        with pytest.raises(OddAnswer, match=r"credits_remaining: input should be a valid integer \(got 149.5\)"):
+            await fd.usage()
+    assert len(seen) == 3
+
+
+@pytest.mark.anyio
+async def test_rate_windows_hold_off_of_one_class_never_delays_another() -> None:
+    windows = RateWindows({"POST /jobs": 10, "GET /jobs/*": 60, "other": 120})
+    windows.hold_off("POST /jobs", 600)
+    held = asyncio.create_task(windows.acquire("POST /jobs"))
+    await asyncio.sleep(0)  # it holds the POST class now
+    try:
+        await asyncio.wait_for(asyncio.gather(windows.acquire("GET /jobs/*"), windows.acquire("other")), timeout=1)
+        assert not held.done()
+    finally:
+        held.cancel()
