@@ -6,7 +6,6 @@ scrape's own (the HTTP server runs in another thread); provider state comes from
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -39,17 +38,12 @@ class _State(Collector):
         )
         db = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=5)
         try:
-            for state, count in db.execute("SELECT state, COUNT(*) FROM items GROUP BY state"):
+            # Tallies the ledger's triggers keep: a few rows, however long the history.
+            for state, count in db.execute("SELECT state, n FROM item_tally WHERE n > 0"):
                 items.add_metric([state], count)
-            for provider, state, count in db.execute(
-                "SELECT provider, state, COUNT(*) FROM jobs GROUP BY provider, state"
-            ):
+            for provider, state, count in db.execute("SELECT provider, state, n FROM job_tally WHERE n > 0"):
                 jobs.add_metric([provider, state], count)
-            totals: dict[str, float] = {}
-            for provider, detail in db.execute("SELECT provider, detail FROM jobs WHERE state = 'delivered'"):
-                remote = json.loads(detail or "{}").get("remote") or {}
-                totals[provider] = totals.get(provider, 0.0) + float(remote.get("credits_charged") or 0)
-            for provider, total in totals.items():
+            for provider, total in db.execute("SELECT provider, credits FROM charged"):
                 charged.add_metric([provider], total)
         finally:
             db.close()

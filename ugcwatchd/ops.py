@@ -11,6 +11,7 @@ from typing import Any
 from .errors import ProviderError, UgcwatchdError, UsageError
 from .inbox.fingerprint import sha256_of
 from .ledger import InputFile, Item, Job, Ledger
+from .names import shown
 from .outbox import iso, move_input, remove, sidecar_path
 from .rules import Config
 from .settings import Settings
@@ -21,7 +22,7 @@ def _job_row(item: Item, job: Job) -> dict[str, Any]:
     return {
         "item": item.id,
         "rule": item.rule,
-        "job": job.name,
+        "job": shown(job.name),
         "provider": job.provider,
         "state": job.state,
         "stage": job.stage,
@@ -35,9 +36,9 @@ def _job_row(item: Item, job: Job) -> dict[str, Any]:
 
 
 def status(ledger: Ledger) -> dict[str, Any]:
-    every = ledger.all_jobs()
-    running = [_job_row(i, j) for i, j in every if j.state in RUNNING_JOB_STATES]
-    held = [_job_row(i, j) for i, j in every if j.state in WAITING_JOB_STATES]
+    """Counts by state (tallies), the open jobs that run or wait, the newest failures: never the history."""
+    running = [_job_row(i, j) for i, j in ledger.jobs_with_items(*RUNNING_JOB_STATES)]
+    held = [_job_row(i, j) for i, j in ledger.jobs_with_items(*WAITING_JOB_STATES)]
     return {
         "items": ledger.counts(),
         "jobs": ledger.job_counts(),

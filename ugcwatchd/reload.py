@@ -60,8 +60,13 @@ def provider_changes(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     on_answer: Callable[[str], Callable[[int], None]] | None = None,
+    in_flight: Callable[[str], list[int]] = lambda name: [],
 ) -> ProviderChanges:
-    """Compare the running providers (and the keys they were built with) with ``config``."""
+    """Compare the running providers (and the keys they were built with) with ``config``.
+
+    ``in_flight(name)``: the ids of the provider's jobs whose submission is unresolved (the ledger's
+    ``submitting`` jobs), besides those under way in this process.
+    """
     changes = ProviderChanges()
     for name in sorted({rule.provider for rule in config.rules} | set(current)):
         block = config.providers.settings(name)
@@ -74,9 +79,11 @@ def provider_changes(
             if block.poll_every != ps.settings.poll_every:
                 changes.polls.add(name)
             continue
-        if ps is not None and (ps.submitting or ps.claims):
+        unresolved = len(ps.submitting | set(ps.claims) | set(in_flight(name))) if ps is not None else 0
+        if unresolved:
+            # A submission whose outcome is unknown must be reconciled where it was sent, with that key.
             raise ReloadRefused(
-                f"{name}'s endpoint, key or job slots changed while {len(ps.submitting)} submission(s) are under way",
+                f"{name}'s endpoint, key or job slots changed while {unresolved} submission(s) are under way",
                 remedy="reload again once they are done",
             )
         counted = on_answer(name) if on_answer else None

@@ -137,7 +137,7 @@ class InboxIngest:
     def _set_paused(self, reason: str | None) -> None:
         by_claim = reason is not None and reason == self._claim_reason
         if reason and reason != self.paused:
-            log.warning("rule %s: paused: %s; %s", self.rule.name, reason, _CLAIM_PAUSE if by_claim else _FOLDER_PAUSE)
+            log.error("rule %s: paused: %s; %s", self.rule.name, reason, _CLAIM_PAUSE if by_claim else _FOLDER_PAUSE)
         elif self.paused and not reason:
             back = "is ours now" if self._paused_by_claim else "is back"
             log.info("rule %s: resumed: %s %s", self.rule.name, self.inbox.path, back)
@@ -279,10 +279,11 @@ class InboxIngest:
             return 0
         await self._examine_stable(now)
         plans = plan_inbox(self.inbox, self.candidates, self.stability, batches=self.batches, now=now)
+        recorded = 0
         for plan in plans:
-            if not self._still_as_examined(plan):
+            if not self._still_as_examined(plan) or not self.recorder.record(plan):
                 continue
-            self.recorder.record(plan)
+            recorded += 1
             for rel in plan.consumed:
                 self.candidates.pop(rel, None)
-        return len(plans)
+        return recorded

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Filesystems where another host may write: events cannot be trusted there, so poll.
-_REMOTE = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "davfs", "ncpfs", "virtiofs"}
+# Network shares: another host may write there, and their POSIX locks, which SQLite relies on, are not
+# reliable (emulated, advisory per client, or missing), so the ledger must not live on one.
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "davfs", "ncpfs", "fuse.sshfs", "fuse.rclone", "fuse.s3fs"}
 )
+# Filesystems where another host may write: events cannot be trusted there, so poll.
+_REMOTE = NETWORK_FILESYSTEMS | {"ceph", "glusterfs", "lustre", "virtiofs"}
 
 
 def _unescape(field: str) -> str:
@@ -49,3 +52,8 @@ def needs_polling(fstype: str | None) -> bool:
     if fstype is None:
         return False
     return fstype in _REMOTE or fstype == "fuse" or fstype.startswith(("fuse.", "fuseblk"))
+
+
+def is_network_filesystem(fstype: str | None) -> bool:
+    """True on network shares (NFS, SMB/CIFS, sshfs …), where SQLite's locks are not reliable."""
+    return fstype in NETWORK_FILESYSTEMS

@@ -9,12 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import posixpath
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ..ledger import Earlier, Failure, InputFile, ItemSettings, JobDetail, Ledger, PlannedJob
+from ..names import fit_job_name
+from ..outbox.files import Anchor
 from ..rules import FaceDubAction, Inbox
 from ..states import ErrorCode, FailStage, JobState
 from .group import Candidate, Plan, plan_dublab, plan_facedub_batch, plan_facedub_stems
@@ -75,10 +78,11 @@ class Recorder:
         self.inbox = inbox
         self.rule = inbox.rule
         self.ledger = ledger
+        self._deferred: set[str] = set()  # plans left because their content is under way elsewhere
 
     def _unique_names(self, names: list[str]) -> list[str]:
         """The job names, or ``{stem}-2.{tag}`` (then -3, …) when another input already has one."""
-        taken = self.ledger.job_names_in(str(self.inbox.outbox))
+        taken = self.ledger.job_names_in(str(self.inbox.outbox), {name.rpartition(".")[0] for name in names})
         for n in range(1, 1000):
             tried = (
                 names if n == 1 else [f"{stem}-{n}.{tag}" for stem, _, tag in (name.rpartition(".") for name in names)]
@@ -88,7 +92,15 @@ class Recorder:
         raise RuntimeError(f"no free job name for {names[0]} in {self.inbox.outbox}")
 
     def _on_disk(self, name: str) -> bool:
-        return any((self.inbox.outbox / f"{name}{suffix}").exists() for suffix in OUTPUT_SUFFIXES)
+        for suffix in OUTPUT_SUFFIXES:
+            try:
+                os.stat(self.inbox.outbox / f"{name}{suffix}")
+            except FileNotFoundError:
+                continue
+            except OSError:
+                pass  # a name the share refuses to look up is no name to take
+            return True
+        return False
 
     def _dedupe_key(self, params: dict[str, Any], shas: list[tuple[str, str]]) -> str:
         settings = {k: v for k, v in params.items() if k not in ("photo", "video")}
@@ -97,10 +109,48 @@ class Recorder:
         )
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def record(self, plan: Plan) -> None:
-        """Add ``plan`` to the ledger as one item: planned, or failed when every job is refused."""
+    def _in_flight_elsewhere(self, plan: Plan, names: list[str]) -> Path | None:
+        """A status sidecar, not ours, that names this very content: another daemon (one whose claim on
+        the inbox lapsed, or that is restarting) has it under way, and taking it again would pay twice."""
+        shas = {c.sha256 for _, c in plan.inputs}
+        ours = self.ledger.job_names_in(str(self.inbox.outbox), {name.rpartition(".")[0] for name in names})
+        for name in names:
+            stem, _, tag = name.rpartition(".")
+            for n in range(1, 100):
+                variant = name if n == 1 else f"{stem}-{n}.{tag}"
+                if not self._on_disk(variant):
+                    break
+                status = self.inbox.outbox / f"{variant}.status.json"
+                if variant in ours or not status.exists():
+                    continue
+                try:
+                    taken = {i.get("sha256") for i in json.loads(status.read_bytes()).get("inputs", [])}
+                except (OSError, ValueError, AttributeError):
+                    continue
+                if taken & shas:
+                    return status
+        return None
+
+    def record(self, plan: Plan) -> bool:
+        """Add ``plan`` to the ledger as one item: planned, or failed when every job is refused.
+
+        False when the content is under way elsewhere: it is left for now, and looked at again.
+        """
         by_rel = {c.seen.rel: c for _, c in plan.inputs}
-        names = self._unique_names([name for name, _ in plan.jobs])
+        wanted = [fit_job_name(name) for name, _ in plan.jobs]
+        elsewhere = self._in_flight_elsewhere(plan, wanted)
+        if elsewhere is not None:
+            if plan.key not in self._deferred:
+                self._deferred.add(plan.key)
+                log.warning(
+                    "rule %s: %s is under way elsewhere (%s); it is not taken while that job is open",
+                    self.rule.name,
+                    plan.key,
+                    elsewhere,
+                )
+            return False
+        self._deferred.discard(plan.key)
+        names = self._unique_names(wanted)
         jobs = []
         for name, (_, params) in zip(names, plan.jobs, strict=True):
             if "photo" in params:
@@ -123,15 +173,18 @@ class Recorder:
             inputs=inputs,
             jobs=jobs,
             reason=reason,
-            settings=ItemSettings(
-                self.rule.behaviour.on_success,
-                self.rule.behaviour.on_failure,
-                str(self.inbox.archive_dir),
-                str(self.inbox.failed_dir),
-            ),
+            settings=self._settings(),
         )
         verb = f"failed ({reason})" if failed else "planned"
         log.info("rule %s: %s %s: %s", self.rule.name, verb, plan.key, ", ".join(j.name for j in jobs))
+        return True
+
+    def _settings(self) -> ItemSettings:
+        """The rule's disposal settings as they are now, and the folders they write into as they are now."""
+        b, inbox = self.rule.behaviour, self.inbox
+        folders = {"outbox": inbox.outbox, "archive": inbox.archive_dir, "failed": inbox.failed_dir}
+        anchors = {k: (a.path, a.dev, a.ino) for k, folder in folders.items() if (a := Anchor.of(folder))}
+        return ItemSettings(b.on_success, b.on_failure, str(inbox.archive_dir), str(inbox.failed_dir), anchors)
 
     def _job(self, name: str, key: str, params: dict[str, Any], plan: Plan) -> PlannedJob:
         if plan.failure is not None:

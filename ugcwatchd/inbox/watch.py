@@ -25,6 +25,7 @@ from watchdog.observers.api import BaseObserver
 from ..ledger import Ledger
 from ..owner import CHECK_EVERY, Claimant, InboxClaim
 from ..rules import Config, Inbox
+from ..states import OPEN_ITEM_STATES
 from .mounts import filesystem_of, mount_table, needs_polling
 
 if TYPE_CHECKING:
@@ -205,5 +206,9 @@ class Ingestion:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
-        for claim in self.claims.values():
-            claim.release()
+        # An inbox with work still open keeps its claim: this daemon (restarting) takes it back at once,
+        # and another one waits for it to go stale instead of taking files whose jobs are under way here.
+        busy = {item.inbox for item in self.ledger.items_in(*OPEN_ITEM_STATES)}
+        for folder, claim in self.claims.items():
+            if str(folder) not in busy:
+                claim.release()

@@ -4,15 +4,73 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from ..errors import StaleTransition
-from ..states import OPEN_ITEM_STATES, RUNNING_JOB_STATES, SPENDING_JOB_STATES, ItemState, JobState
+from ..names import from_db, to_db
+from ..states import (
+    OPEN_ITEM_STATES,
+    OPEN_JOB_STATES,
+    RUNNING_JOB_STATES,
+    SPENDING_JOB_STATES,
+    ItemState,
+    JobState,
+)
 from .records import InputFile, Item, Job, input_from_row, item_from_row, job_from_row
 
 
 def _marks(values: tuple[object, ...] | frozenset[Any]) -> str:
     return ", ".join("?" for _ in values)
+
+
+def _after(prefix: str) -> str:
+    """The least string above every string that starts with ``prefix`` (SQLite compares UTF-8 bytes,
+    which sort as code points do): ``name >= prefix AND name < _after(prefix)`` is a prefix match."""
+    for n in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[n]) + 1
+        code = 0xE000 if 0xD800 <= code <= 0xDFFF else code  # surrogates are no characters of UTF-8
+        if code <= 0x10FFFF:
+            return prefix[:n] + chr(code)
+    return "\U0010ffff" * (len(prefix) + 1)
+
+
+# An item's columns renamed, beside a job's in one row (both tables have id, provider, outbox and state).
+_ITEM_FIELDS = ("id", "rule", "provider", "inbox", "outbox", "key", "state", "reason", "settings")
+_ITEM_COLUMNS = ", ".join(f"items.{c} AS item__{c}" for c in _ITEM_FIELDS)
+
+
+def _item_of(row: sqlite3.Row) -> Item:
+    # item_from_row reads columns by name, which a dict of the renamed ones serves as well as a Row.
+    return item_from_row({c: row[f"item__{c}"] for c in _ITEM_FIELDS})  # type: ignore[arg-type]
+
+
+class RemoteIds(AbstractSet[str]):
+    """The remote ids the ledger's jobs of one provider own, read through the unique index on demand."""
+
+    def __init__(self, db: sqlite3.Connection, provider: str, without: frozenset[str] = frozenset()) -> None:
+        self._db, self._provider, self._without = db, provider, without
+
+    def __contains__(self, remote_id: object) -> bool:
+        if not isinstance(remote_id, str) or remote_id in self._without:
+            return False
+        query = "SELECT 1 FROM jobs WHERE provider = ? AND remote_id = ?"
+        return self._db.execute(query, (self._provider, remote_id)).fetchone() is not None
+
+    def _all(self) -> set[str]:
+        query = "SELECT remote_id FROM jobs WHERE provider = ? AND remote_id IS NOT NULL"
+        return {r[0] for r in self._db.execute(query, (self._provider,))} - self._without
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __sub__(self, other: AbstractSet[object]) -> RemoteIds:
+        """Without ``other``: still a view (reconciliation takes out the job's own id)."""
+        return RemoteIds(self._db, self._provider, self._without | {x for x in other if isinstance(x, str)})
 
 
 class Queries:
@@ -54,24 +112,51 @@ class Queries:
             query, args = query + " AND provider = ?", (*states, provider)
         return [job_from_row(r) for r in self._db.execute(query + " ORDER BY id", args)]
 
+    def held_cheapest_first(self, provider: str) -> Iterator[Job]:
+        """The held jobs of ``provider``, the smallest estimate first (unknown estimates before all).
+
+        The order comes from the index in one read; each job is read only when the caller gets to it,
+        so a caller that stops at the first job that cannot go reads one job, not every held one.
+        """
+        query = "SELECT id FROM jobs WHERE provider = ? AND state = ? ORDER BY estimate, id"
+        for (job_id,) in self._db.execute(query, (provider, JobState.HELD)).fetchall():
+            job = self.job(job_id)
+            if job.state == JobState.HELD:
+                yield job
+
+    def finishable_items(self) -> list[Item]:
+        """Open items none of whose jobs is still open: only these may be finished (inputs moved, closed)."""
+        open_items, open_jobs = tuple(OPEN_ITEM_STATES), OPEN_JOB_STATES
+        query = (
+            f"SELECT * FROM items WHERE state IN ({_marks(open_items)}) AND NOT EXISTS"  # noqa: S608
+            f" (SELECT 1 FROM jobs WHERE jobs.item_id = items.id AND jobs.state IN ({_marks(open_jobs)}))"
+            " ORDER BY id"
+        )
+        return [item_from_row(r) for r in self._db.execute(query, (*open_items, *open_jobs))]
+
     def failed_jobs_of_open_items(self) -> list[Job]:
         """Failed jobs whose item is still open: only these may still lack their error sidecar.
 
         A closed item had every sidecar written, so months of history are never read again here.
         """
         open_states = tuple(OPEN_ITEM_STATES)
+        # CROSS JOIN keeps this order: the open items first (few), then their jobs; never every failed job.
         rows = self._db.execute(
-            "SELECT jobs.* FROM jobs JOIN items ON items.id = jobs.item_id"  # noqa: S608
-            f" WHERE jobs.state = ? AND items.state IN ({_marks(open_states)}) ORDER BY jobs.id",
-            (JobState.FAILED, *open_states),
+            "SELECT jobs.* FROM items CROSS JOIN jobs ON jobs.item_id = items.id"  # noqa: S608
+            f" WHERE items.state IN ({_marks(open_states)}) AND jobs.state = ? ORDER BY jobs.id",
+            (*open_states, JobState.FAILED),
         )
         return [job_from_row(r) for r in rows]
 
     def estimated_since(self, provider: str, since: float) -> int:
-        """The estimates of the jobs of ``provider`` sent at or after ``since`` (for daily budgets)."""
+        """The estimates of the jobs of ``provider`` sent at or after ``since`` (for daily budgets).
+
+        One range of the covering index on (provider, sent_at, state, estimate): ``+state`` keeps SQLite
+        from reading every delivered job of the provider through the index on states instead.
+        """
         row = self._db.execute(
             "SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND sent_at >= ?"  # noqa: S608
-            f" AND state IN ({_marks(SPENDING_JOB_STATES)})",
+            f" AND +state IN ({_marks(SPENDING_JOB_STATES)})",
             (provider, since, *SPENDING_JOB_STATES),
         ).fetchone()
         return int(row[0])
@@ -82,19 +167,23 @@ class Queries:
         Billed at creation: every intent whose outcome is unknown, and everything sent since the read.
         Billed on completion: everything started and not yet finished, and what finished since the read.
         """
+        # Two disjoint sums, each one index range: an OR across them would read every job of the provider.
+        open_part: tuple[JobState, ...]
         if on_completion:
-            query = (
-                "SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND"
-                " (state IN (?, ?, ?) OR (state = ? AND updated_at >= ?))"
-            )
-            args: tuple[object, ...] = (provider, *RUNNING_JOB_STATES, JobState.DELIVERED, since)
+            open_part = RUNNING_JOB_STATES
+            recent = "state = ? AND updated_at >= ?"  # jobs_provider_state: (provider, state, updated_at)
+            recent_args: tuple[object, ...] = (JobState.DELIVERED, since)
         else:
-            query = (
-                "SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND"  # noqa: S608
-                f" (state = ? OR (state IN ({_marks(SPENDING_JOB_STATES)}) AND sent_at >= ?))"
-            )
-            args = (provider, JobState.SUBMITTING, *SPENDING_JOB_STATES, since)
-        return int(self._db.execute(query, args).fetchone()[0])
+            open_part = (JobState.SUBMITTING,)
+            sent = tuple(s for s in SPENDING_JOB_STATES if s != JobState.SUBMITTING)
+            recent = f"sent_at >= ? AND +state IN ({_marks(sent)})"  # jobs_provider_sent, as estimated_since
+            recent_args = (since, *sent)
+        query = (
+            "SELECT (SELECT COALESCE(SUM(estimate), 0) FROM jobs"  # noqa: S608
+            f" WHERE provider = ? AND state IN ({_marks(open_part)}))"
+            f" + (SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND {recent})"
+        )
+        return int(self._db.execute(query, (provider, *open_part, provider, *recent_args)).fetchone()[0])
 
     def sent_since(self, provider: str, since: float) -> list[Job]:
         """The jobs of ``provider`` whose last paid request went out at or after ``since`` (an index range)."""
@@ -110,7 +199,7 @@ class Queries:
             "SELECT items.* FROM items JOIN inputs ON inputs.item_id = items.id"  # noqa: S608
             f" WHERE inputs.path = ? AND items.state IN ({_marks(open_states)})"
             " ORDER BY items.id DESC LIMIT 1",
-            (path, *open_states),
+            (to_db(path), *open_states),
         ).fetchone()
         return item_from_row(row) if row else None
 
@@ -119,16 +208,27 @@ class Queries:
         row = self._db.execute(
             "SELECT items.*, inputs.sha256 AS taken FROM items JOIN inputs ON inputs.item_id = items.id"
             " WHERE inputs.path = ? ORDER BY items.id DESC LIMIT 1",
-            (path,),
+            (to_db(path),),
         ).fetchone()
         return (item_from_row(row), row["taken"]) if row else None
 
-    def job_names_in(self, outbox: str) -> set[str]:
-        """Job names already used in ``outbox``: a new job never takes one of them."""
-        rows = self._db.execute(
-            "SELECT jobs.name FROM jobs JOIN items ON items.id = jobs.item_id WHERE items.outbox = ?", (outbox,)
-        )
-        return {r[0] for r in rows}
+    def job_names_in(self, outbox: str, stems: Iterable[str] | None = None) -> set[str]:
+        """Job names already used in ``outbox``: a new job never takes one of them.
+
+        With ``stems``, only the names that start with one of them (a superset of ``{stem}.{tag}`` and
+        ``{stem}-N.{tag}``): one index range each, however many jobs the outbox has had.
+        """
+        outbox = to_db(outbox)
+        if stems is None:
+            rows = self._db.execute("SELECT name FROM jobs WHERE outbox = ?", (outbox,))
+            return {from_db(r[0]) for r in rows}
+        names: set[str] = set()
+        for stem in {to_db(s) for s in stems}:
+            rows = self._db.execute(
+                "SELECT name FROM jobs WHERE outbox = ? AND name >= ? AND name < ?", (outbox, stem, _after(stem))
+            )
+            names.update(from_db(r[0]) for r in rows)
+        return names
 
     def delivered_job(self, dedupe_key: str) -> Job | None:
         """The earliest delivered job with this content and settings: a re-drop of it is a duplicate."""
@@ -138,28 +238,30 @@ class Queries:
         ).fetchone()
         return job_from_row(row) if row else None
 
-    def remote_ids(self, provider: str) -> set[str]:
-        """Every remote id some ledger job owns: reconciliation never adopts one of these."""
-        rows = self._db.execute("SELECT remote_id FROM jobs WHERE provider = ? AND remote_id IS NOT NULL", (provider,))
-        return {r[0] for r in rows}
+    def remote_ids(self, provider: str) -> RemoteIds:
+        """Every remote id some ledger job owns: reconciliation never adopts one of these.
+
+        A view, not a copy: ``in`` is one lookup in the unique index, however long the history.
+        """
+        return RemoteIds(self._db, provider)
 
     def events(self, item_id: int) -> list[tuple[str, dict[str, Any] | None]]:
         rows = self._db.execute("SELECT kind, detail FROM events WHERE item_id = ? ORDER BY id", (item_id,))
         return [(r["kind"], json.loads(r["detail"]) if r["detail"] else None) for r in rows]
 
     def all_jobs(self, state: JobState | None = None) -> list[tuple[Item, Job]]:
-        if state:
-            rows = self._db.execute("SELECT * FROM jobs WHERE state = ? ORDER BY id", (state,))
-        else:
-            rows = self._db.execute("SELECT * FROM jobs ORDER BY id")
-        items: dict[int, Item] = {}
-        out = []
-        for row in rows:
-            job = job_from_row(row)
-            if job.item_id not in items:
-                items[job.item_id] = self.item(job.item_id)
-            out.append((items[job.item_id], job))
-        return out
+        """Every job (in ``state``) with its item, oldest first: the whole history, for ``ugcwatchd jobs``."""
+        return self.jobs_with_items(*([state] if state else []))
+
+    def jobs_with_items(self, *states: JobState) -> list[tuple[Item, Job]]:
+        """The jobs in ``states`` (every job without), each with its item, in one read."""
+        where = f" WHERE jobs.state IN ({_marks(states)})" if states else ""
+        rows = self._db.execute(
+            f"SELECT {_ITEM_COLUMNS}, jobs.* FROM jobs JOIN items ON items.id = jobs.item_id{where}"  # noqa: S608
+            " ORDER BY jobs.id",
+            states,
+        )
+        return [(_item_of(r), job_from_row(r)) for r in rows]
 
     def recent_failures(self, limit: int = 10) -> list[tuple[Item, Job]]:
         rows = self._db.execute(
@@ -167,8 +269,12 @@ class Queries:
         )
         return [(self.item(job.item_id), job) for job in map(job_from_row, rows)]
 
-    def job_counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+    def job_counts(self, provider: str | None = None) -> dict[str, int]:
+        """Jobs by state (of ``provider``): the tally the triggers keep, never a count of rows."""
+        where, args = ("WHERE provider = ?", (provider,)) if provider else ("", ())
+        rows = self._db.execute(f"SELECT state, SUM(n) FROM job_tally {where} GROUP BY state", args)  # noqa: S608
+        return {r[0]: r[1] for r in rows if r[1]}
 
     def counts(self) -> dict[str, int]:
-        return {r[0]: r[1] for r in self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state")}
+        """Items by state: the tally the triggers keep."""
+        return {r[0]: r[1] for r in self._db.execute("SELECT state, n FROM item_tally WHERE n > 0")}

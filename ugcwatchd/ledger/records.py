@@ -12,6 +12,7 @@ import sqlite3
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from ..names import from_db
 from ..providers.base import RemoteState
 from ..states import ErrorCode, FailStage, HoldReason, ItemState, JobState
 
@@ -32,22 +33,30 @@ class InputFile:
 
 @dataclass(frozen=True)
 class ItemSettings:
-    """What an item was planned with: it finishes under these even if its rule is renamed or gone."""
+    """What an item was planned with: it finishes under these even if its rule is renamed or gone.
+
+    ``anchors`` maps the outbox, archive and failed folders to the nearest folder that existed at
+    planning, as (path, device, inode): nothing is written below one that is no longer that folder.
+    """
 
     on_success: str  # archive | delete | keep
     on_failure: str  # move | keep
     archive_dir: str
     failed_dir: str
+    anchors: dict[str, tuple[str, int, int]] = field(default_factory=dict)
 
     def dumps(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        data["anchors"] = {k: list(v) for k, v in self.anchors.items()}
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def loads(cls, text: str | None) -> ItemSettings | None:
         if not text:
             return None
         data = json.loads(text)
-        return cls(data["on_success"], data["on_failure"], data["archive_dir"], data["failed_dir"])
+        anchors = {k: (str(v[0]), int(v[1]), int(v[2])) for k, v in data.get("anchors", {}).items()}
+        return cls(data["on_success"], data["on_failure"], data["archive_dir"], data["failed_dir"], anchors)
 
 
 @dataclass(frozen=True)
@@ -250,9 +259,9 @@ def item_from_row(row: sqlite3.Row) -> Item:
         row["id"],
         row["rule"],
         row["provider"],
-        row["inbox"],
-        row["outbox"],
-        row["key"],
+        from_db(row["inbox"]),
+        from_db(row["outbox"]),
+        from_db(row["key"]),
         ItemState(row["state"]),
         row["reason"],
         ItemSettings.loads(row["settings"]),
@@ -264,7 +273,7 @@ def job_from_row(row: sqlite3.Row) -> Job:
         row["id"],
         row["item_id"],
         row["token"],
-        row["name"],
+        from_db(row["name"]),
         row["provider"],
         row["dedupe_key"],
         json.loads(row["params"]),
@@ -281,13 +290,13 @@ def job_from_row(row: sqlite3.Row) -> Job:
 def input_from_row(r: sqlite3.Row) -> InputFile:
     return InputFile(
         r["role"],
-        r["path"],
-        r["name"],
+        from_db(r["path"]),
+        from_db(r["name"]),
         r["sha256"],
         r["bytes"],
         r["mtime_ns"],
         r["mime"],
         r["seconds"],
         r["inode"],
-        r["parked"],
+        from_db(r["parked"]) if r["parked"] else None,
     )

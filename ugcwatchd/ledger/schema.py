@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
 from ..states import ItemState, JobState
@@ -96,8 +97,90 @@ SCHEMA: Sequence[str] = (
     CREATE INDEX jobs_provider_sent ON jobs(provider, sent_at);
     CREATE INDEX jobs_provider_state ON jobs(provider, state);
     """,
+    # version 3: a year of history costs nothing per tick. Each job carries its outbox (a new job's name
+    # is a range read of one outbox's names); an item's jobs, the newest failures, a day's spend and
+    # what finished since a credit reading are index ranges; counts by state and the credits charged are
+    # tallies that triggers keep in the same transaction, so `status` and the metrics never count rows.
+    """
+    ALTER TABLE jobs ADD COLUMN outbox TEXT;
+    UPDATE jobs SET outbox = (SELECT outbox FROM items WHERE items.id = jobs.item_id);
+    CREATE INDEX jobs_item ON jobs(item_id);
+    CREATE INDEX jobs_outbox_name ON jobs(outbox, name);
+    DROP INDEX jobs_state;
+    CREATE INDEX jobs_state ON jobs(state, updated_at);
+    DROP INDEX jobs_provider_sent;
+    CREATE INDEX jobs_provider_sent ON jobs(provider, sent_at, state, estimate);
+    DROP INDEX jobs_provider_state;
+    CREATE INDEX jobs_provider_state ON jobs(provider, state, updated_at, estimate);
+
+    CREATE TABLE item_tally (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE job_tally (
+        provider TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (provider, state)
+    ) WITHOUT ROWID;
+    -- credits: what the provider said it charged (detail.remote.credits_charged) for each delivered job
+    CREATE TABLE charged (provider TEXT PRIMARY KEY, credits REAL NOT NULL) WITHOUT ROWID;
+    CREATE VIEW job_charges AS
+        SELECT id, provider, state,
+               CAST(COALESCE(CASE WHEN json_valid(detail) THEN json_extract(detail, '$.remote.credits_charged') END, 0)
+                    AS REAL) AS credits
+        FROM jobs;
+    INSERT INTO item_tally SELECT state, COUNT(*) FROM items GROUP BY state;
+    INSERT INTO job_tally SELECT provider, state, COUNT(*) FROM jobs GROUP BY provider, state;
+    INSERT INTO charged SELECT provider, SUM(credits) FROM job_charges WHERE state = 'delivered' GROUP BY provider;
+
+    CREATE TRIGGER items_tally_insert AFTER INSERT ON items BEGIN
+        INSERT INTO item_tally VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER items_tally_update AFTER UPDATE OF state ON items WHEN OLD.state IS NOT NEW.state BEGIN
+        UPDATE item_tally SET n = n - 1 WHERE state = OLD.state;
+        INSERT INTO item_tally VALUES (NEW.state, 1) ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER items_tally_delete AFTER DELETE ON items BEGIN
+        UPDATE item_tally SET n = n - 1 WHERE state = OLD.state;
+    END;
+    CREATE TRIGGER jobs_tally_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_tally VALUES (NEW.provider, NEW.state, 1)
+            ON CONFLICT (provider, state) DO UPDATE SET n = n + 1;
+        INSERT INTO charged SELECT provider, credits FROM job_charges WHERE id = NEW.id AND state = 'delivered'
+            ON CONFLICT (provider) DO UPDATE SET credits = credits + excluded.credits;
+    END;
+    CREATE TRIGGER jobs_tally_update AFTER UPDATE OF state ON jobs WHEN OLD.state IS NOT NEW.state BEGIN
+        UPDATE job_tally SET n = n - 1 WHERE provider = OLD.provider AND state = OLD.state;
+        INSERT INTO job_tally VALUES (NEW.provider, NEW.state, 1)
+            ON CONFLICT (provider, state) DO UPDATE SET n = n + 1;
+        -- delivered is final: a job's credits are added once, when it gets there
+        INSERT INTO charged SELECT provider, credits FROM job_charges WHERE id = NEW.id AND state = 'delivered'
+            ON CONFLICT (provider) DO UPDATE SET credits = credits + excluded.credits;
+    END;
+    -- a job deleted (no version deletes any) leaves the counts; the credits it was charged stay charged
+    CREATE TRIGGER jobs_tally_delete AFTER DELETE ON jobs BEGIN
+        UPDATE job_tally SET n = n - 1 WHERE provider = OLD.provider AND state = OLD.state;
+    END;
+    """,
 )
 SCHEMA_VERSION = len(SCHEMA)
+
+
+def statements(script: str) -> list[str]:
+    """The SQL statements of ``script``, one by one: a ``;`` inside a string or a trigger body does not split.
+
+    ``executescript`` would commit whatever transaction is open first; a migration runs each statement
+    inside its own transaction instead.
+    """
+    out, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip() != ";":
+                out.append(pending.strip())
+            pending = ""
+    if pending[:-1].strip():
+        raise ValueError(f"an incomplete SQL statement: {pending[:-1].strip()[:60]!r}")
+    return out
+
 
 # Kept for the operator commands and older importers: the states as plain tuples.
 ITEM_STATES = tuple(s.value for s in ItemState)

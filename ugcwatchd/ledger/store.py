@@ -17,15 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LedgerError, StaleTransition
+from ..names import to_db
 from ..states import ItemState, JobState
+from .inputs import Inputs
 from .queries import Queries
 from .records import InputFile, Item, ItemSettings, Job, JobDetail, PlannedJob, new_token
-from .schema import FILE_NAME, ITEM_MOVES, JOB_MOVES, SCHEMA, SCHEMA_VERSION
+from .schema import FILE_NAME, ITEM_MOVES, JOB_MOVES, SCHEMA, SCHEMA_VERSION, statements
 
+BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's write transaction
 JOB_FIELDS = frozenset({"stage", "remote_id", "sent_at", "attempts", "detail", "token", "estimate"})
 
 
-class Ledger(Queries):
+class Ledger(Queries, Inputs):
     """One SQLite file in the state folder; every method commits before it returns."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
@@ -33,9 +36,9 @@ class Ledger(Queries):
         self._clock = clock
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT)
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._use_wal()
             # FULL: a commit reported is a commit on disk, even across power loss; intents depend on it.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -52,18 +55,48 @@ class Ledger(Queries):
     def close(self) -> None:
         self._db.close()
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _use_wal(self) -> None:
+        """``journal_mode=WAL``, waiting out another opener's migration: SQLite does not wait here itself."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.01)
+
+    def _version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise LedgerError(
                 f"the ledger {self.path} was written by a newer ugcwatchd "
                 f"(schema {version}; this one knows {SCHEMA_VERSION})",
                 remedy="upgrade ugcwatchd, or restore the older state folder",
             )
-        for number in range(version, SCHEMA_VERSION):
-            # executescript commits whatever is open first, so each step carries its own transaction:
-            # a crash mid-migration leaves the previous version whole.
-            self._db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA[number]}\nPRAGMA user_version={number + 1};\nCOMMIT;")
+        return version
+
+    def _migrate(self) -> None:
+        """Bring the schema to the current version: read and migrate in one write transaction.
+
+        Two processes opening a new ledger at once: the second waits for the first's transaction, then
+        reads the version it wrote and has nothing left to do. The statements run one by one inside the
+        transaction (``executescript`` would commit first), so a crash or an error at any point leaves
+        the previous version whole.
+        """
+        if self._version() == SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for number in range(self._version(), SCHEMA_VERSION):
+                for statement in statements(SCHEMA[number]):
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={number + 1}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -104,25 +137,48 @@ class Ledger(Queries):
             cur = db.execute(
                 "INSERT INTO items (rule, provider, inbox, outbox, key, state, reason, settings, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rule, provider, inbox, outbox, key, state, reason, settings.dumps() if settings else None, now, now),
+                (
+                    rule,
+                    provider,
+                    to_db(inbox),
+                    to_db(outbox),
+                    to_db(key),
+                    state,
+                    reason,
+                    settings.dumps() if settings else None,
+                    now,
+                    now,
+                ),
             )
             item_id = int(cur.lastrowid or 0)
             db.executemany(
                 "INSERT INTO inputs (item_id, role, path, name, sha256, bytes, mtime_ns, mime, seconds, inode)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (item_id, i.role, i.path, i.name, i.sha256, i.bytes, i.mtime_ns, i.mime, i.seconds, i.inode)
+                    (
+                        item_id,
+                        i.role,
+                        to_db(i.path),
+                        to_db(i.name),
+                        i.sha256,
+                        i.bytes,
+                        i.mtime_ns,
+                        i.mime,
+                        i.seconds,
+                        i.inode,
+                    )
                     for i in inputs
                 ],
             )
             db.executemany(
-                "INSERT INTO jobs (item_id, token, name, provider, dedupe_key, params, estimate, state, detail,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (item_id, token, name, outbox, provider, dedupe_key, params, estimate, state,"
+                " detail, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         item_id,
                         new_token(),
-                        job.name,
+                        to_db(job.name),
+                        to_db(outbox),
                         provider,
                         job.dedupe_key,
                         json.dumps(job.params, sort_keys=True),
@@ -195,21 +251,6 @@ class Ledger(Queries):
             )
             self._event(item_id, None, f"item {current} -> {to}", {"reason": reason} if reason else None)
         return self.item(item_id)
-
-    def park_input(self, item_id: int, path: str, parked: str | None) -> None:
-        """Record where delivery moved an input (None: it was deleted or left in place)."""
-        with self.transaction() as db:
-            db.execute("UPDATE inputs SET parked = ? WHERE item_id = ? AND path = ?", (parked, item_id, path))
-            self._event(item_id, None, "input parked", {"path": path, "parked": parked})
-
-    def rebind_input(self, item_id: int, path: str, size: int, mtime_ns: int, inode: int) -> None:
-        """The same content (checked by hash) is back at ``path`` as another file: bind the job to it."""
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE inputs SET bytes = ?, mtime_ns = ?, inode = ?, parked = NULL WHERE item_id = ? AND path = ?",
-                (size, mtime_ns, inode, item_id, path),
-            )
-            self._event(item_id, None, "input restored", {"path": path})
 
     def redownload(self, job_id: int) -> Job:
         """An operator's retry of a job whose remote result exists: fetch it again, never resubmit it."""

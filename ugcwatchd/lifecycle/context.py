@@ -34,6 +34,16 @@ class ProviderState:
     # Submissions started whose intent is not committed yet, with their estimates: counted against
     # credits and budgets from the moment they pass the check, so two cannot pass one that fits one.
     claims: dict[int, int] = field(default_factory=dict)
+    said: str | None = None  # the last trouble logged about it: the same one is not logged again
+
+    def tell(self, what: str) -> None:
+        """Log a passing trouble once (then at debug level) until it changes or things work again."""
+        if what != self.said:
+            log.warning("%s: %s", self.name, what)
+            self.said = what
+        else:
+            log.debug("%s: %s", self.name, what)
+
     last_poll_ok: float | None = None
     account_checked: float = 0.0
     submitting: set[int] = field(default_factory=set)
@@ -147,8 +157,9 @@ class Work:
             account = await ps.provider.account()
         except Exception as exc:
             if isinstance(self.settle_provider(ps, exc, Step.ACCOUNT), Retry):
-                log.warning("%s: cannot read the credits now: %s", ps.name, exc)
+                ps.tell(f"cannot read the credits now: {exc}")
             return
+        ps.said = None
         if ps.paused:
             log.info("%s: the key is accepted again; resuming", ps.name)
         ps.paused = None

@@ -131,10 +131,17 @@ class Dispatch:
 
     def _release_held(self, ps: ProviderState) -> None:
         w = self.work
-        for job in w.ledger.jobs_in(JobState.HELD, provider=ps.name):
-            if job.held in (HoldReason.CREDITS, HoldReason.BUDGET) and self.hold_reason(ps, job) is None:
-                w.ledger.move_job(job.id, JobState.QUEUED, expect=JobState.HELD, detail=job.detail.but(held=None))
-                log.info("%s: %s may go again", ps.name, job.name)
+        # Cheapest first: credits and budgets refuse a larger estimate no later than a smaller one, so once
+        # the cheapest job waiting for them cannot go, no dearer one can: a tick reads one held job, not all.
+        for job in w.ledger.held_cheapest_first(ps.name):
+            if job.held not in (HoldReason.CREDITS, HoldReason.BUDGET):
+                continue
+            if self.hold_reason(ps, job) is not None:
+                if job.estimate is None:
+                    continue  # its estimate comes from its inputs, not from the order: it tells nothing of the rest
+                break
+            w.ledger.move_job(job.id, JobState.QUEUED, expect=JobState.HELD, detail=job.detail.but(held=None))
+            log.info("%s: %s may go again", ps.name, job.name)
 
     def _start(self, ps: ProviderState, job: Job, work: Awaitable[None]) -> None:
         ps.submitting.add(job.id)

@@ -19,7 +19,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..errors import AuthRejected, OutOfCredits, ProviderError, RateLimited, Rejected, Transient
+from ..errors import (
+    AuthRejected,
+    DownloadFailed,
+    OddAnswer,
+    OutOfCredits,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    Transient,
+    UploadRefused,
+)
 from ..providers.http import backoff
 from ..providers.transfer import FileChanged
 from ..states import ErrorCode, FailStage, HoldReason
@@ -46,6 +56,7 @@ SUBMIT_BACKOFF = 2.0  # base of the backoff between submission attempts
 RECONCILE_BACKOFF = 5.0  # base of the backoff between reconciliation attempts
 DOWNLOAD_BACKOFF = 2.0
 DOWNLOAD_TRIES = 8  # then the job fails with download_failed (retryable)
+UPLOAD_TRIES = 5  # submissions whose fresh upload URL the upload host refused; then the job fails rejected
 DELIVER_BACKOFF = 5.0  # a local write that failed (full disk, vanished share)
 UNEXPECTED_WAIT = 60.0  # an error nothing here foresaw: logged with its trace, tried again
 
@@ -98,6 +109,13 @@ def _download_again(exc: BaseException, attempts: int) -> Disposition:
     return Retry(backoff(attempts, base=DOWNLOAD_BACKOFF))
 
 
+def _upload_again(exc: BaseException, attempts: int) -> Disposition:
+    """A refused upload URL is redone with a fresh one (a new init-dub costs nothing), a few times."""
+    if attempts >= UPLOAD_TRIES:
+        return Fail(ErrorCode.REJECTED, stage=FailStage.UPLOAD)
+    return Retry(backoff(attempts, base=SUBMIT_BACKOFF))
+
+
 NEXT_TIME = Retry(0.0)  # nothing to record: the next tick or poll simply tries again
 
 TABLE: Mapping[type[BaseException], Mapping[Step | None, Rule]] = {
@@ -108,6 +126,12 @@ TABLE: Mapping[type[BaseException], Mapping[Step | None, Rule]] = {
         Step.RECONCILE: Hold(HoldReason.CREDITS),
     },
     RateLimited: {Step.SUBMIT: _server_wait},
+    # A 2xx the document does not describe: like a 5xx; after a paid request its outcome is unknown.
+    OddAnswer: {Step.SUBMIT: _backoff(SUBMIT_BACKOFF), Step.RECONCILE: _backoff(RECONCILE_BACKOFF)},
+    # Too large, too slow, not 200, not the media it claims to be: fetched again, never resubmitted.
+    DownloadFailed: {Step.DOWNLOAD: _download_again},
+    # The upload host refused the URL (expired, signature): back to the queue for a fresh one; no pause.
+    UploadRefused: {Step.SUBMIT: _upload_again},
     Transient: {Step.SUBMIT: _backoff(SUBMIT_BACKOFF)},
     Rejected: {
         Step.SUBMIT: Fail(ErrorCode.REJECTED),

@@ -37,7 +37,7 @@ class Poll:
             states = await ps.provider.refresh([j.remote_id for j in jobs if j.remote_id])
         except Exception as exc:
             if isinstance(w.settle_provider(ps, exc, Step.POLL), Retry):
-                log.warning("%s: poll failed, tried again at the next one: %s", name, exc)
+                ps.tell(f"poll failed, tried again at the next one: {exc}")
             return
         ps.last_poll_ok = w.clock()
         for job in jobs:

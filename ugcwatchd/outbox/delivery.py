@@ -7,6 +7,7 @@ of their item has its terminal sidecar.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,11 +16,12 @@ from functools import partial
 from pathlib import Path
 
 from ..errors import ProviderError, StaleTransition
-from ..ledger import Item, ItemSettings, Job
+from ..inbox.fingerprint import sha256_of
+from ..ledger import InputFile, Item, ItemSettings, Job
 from ..lifecycle.context import Work
 from ..lifecycle.disposition import AUTH_RECHECK, Fail, Pause, Retry, Step, decide, foreseen
-from ..states import OPEN_ITEM_STATES, TERMINAL_JOB_STATES, FailStage, ItemState, JobState
-from .files import delete_input, move_input, remove, write_json
+from ..states import TERMINAL_JOB_STATES, FailStage, ItemState, JobState
+from .files import Anchor, delete_input, ensure_folder, move_input, remove, write_json
 from .sidecars import Document, Subject, error_document, result_document, status_document
 
 # Delivery logs under the lifecycle's name, as it always has: operators filter journal lines by it.
@@ -43,6 +45,29 @@ class _Trouble:
     message: str
 
 
+def _intact(inputs: list[InputFile]) -> set[str]:
+    """The inputs whose content still hashes to what was taken (run in a worker thread)."""
+    intact = set()
+    for taken in inputs:
+        try:
+            if sha256_of(Path(taken.path)) == taken.sha256:
+                intact.add(taken.path)
+        except OSError:
+            continue
+    return intact
+
+
+def _anchor(item: Item, kind: str) -> Anchor | None:
+    """Where writing into the item's ``kind`` folder is safe (None for items planned before anchors)."""
+    found = item.settings.anchors.get(kind) if item.settings else None
+    return Anchor(*found) if found else None
+
+
+def _ensure(item: Item, kind: str, folder: Path) -> None:
+    """``folder`` exists, and is below the very folder the rule resolved: never on a bare mount point."""
+    ensure_folder(folder, _anchor(item, kind))
+
+
 class Delivery:
     """The delivery stage; one instance per daemon."""
 
@@ -50,6 +75,7 @@ class Delivery:
         self.work = work
         self.monotonic = monotonic
         self._status_written: dict[int, str] = {}
+        self._status_seen: dict[int, tuple[Job, bool]] = {}  # the job (and pause) each sidecar was made from
         self._trouble: dict[int, _Trouble] = {}
 
     async def __call__(self) -> None:
@@ -63,7 +89,7 @@ class Delivery:
                 await self._isolated(job, self._write_error)
         for job in ledger.jobs_in(*STATUS_STATES):
             await self._isolated(job, self._write_status)
-        for item in ledger.items_in(*OPEN_ITEM_STATES):
+        for item in ledger.finishable_items():
             jobs = ledger.jobs_of(item.id)
             if jobs:
                 # An item's trouble (an archive folder that cannot be written) is kept on its first job.
@@ -109,6 +135,7 @@ class Delivery:
     def _terminal(self, subject: Subject, kind: str, document: Document) -> None:
         """Write a terminal sidecar, drop the status one, and tell the notify hooks."""
         path = subject.path(kind)
+        _ensure(subject.item, "outbox", path.parent)
         write_json(path, document)
         remove(subject.path("status"))
         self.work.notify(subject.item, path, document)
@@ -123,7 +150,7 @@ class Delivery:
         output = None
         if remote is not None and remote.output_url and ps is not None:
             target = subject.outbox / f"{job.name}.mp4"
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _ensure(subject.item, "outbox", target.parent)
             try:
                 await ps.provider.fetch(remote, target)
             except ProviderError as exc:
@@ -147,6 +174,8 @@ class Delivery:
             self.work.pause(ps, str(exc))
         # A paused provider's downloads wait like a retry: the next try comes after the key is re-checked.
         wait = disposition.after if isinstance(disposition, Retry) else AUTH_RECHECK
+        level = logging.WARNING if tries == 1 else logging.DEBUG  # said once; the status sidecar counts the rest
+        log.log(level, "%s: %s: the download failed (%s); it is tried again as a download", job.provider, job.name, exc)
         self.work.note(job, download_tries=tries, retry_at=self.work.clock() + wait)
 
     # -- errors and status ------------------------------------------------------------------------
@@ -157,14 +186,19 @@ class Delivery:
         self.work.note(job, sidecar="error", trouble=None)
 
     async def _write_status(self, job: Job) -> None:
-        subject = self._subject(job)
         ps = self.work.providers.get(job.provider)
-        document = status_document(subject, bool(ps and ps.paused), self.work.clock())
+        paused = bool(ps and ps.paused)
+        if self._status_seen.get(job.id) == (job, paused):
+            return  # the same job, the same pause: its sidecar would say what it says
+        subject = self._subject(job)
+        document = status_document(subject, paused, self.work.clock())
         fingerprint = repr({k: v for k, v in document.items() if k != "updated_at"})
-        if self._status_written.get(job.id) == fingerprint:
-            return
-        write_json(subject.path("status"), document)
-        self._status_written[job.id] = fingerprint
+        if self._status_written.get(job.id) != fingerprint:
+            path = subject.path("status")
+            _ensure(subject.item, "outbox", path.parent)
+            write_json(path, document)
+            self._status_written[job.id] = fingerprint
+        self._status_seen[job.id] = (job, paused)
 
     # -- closing items ----------------------------------------------------------------------------
 
@@ -174,13 +208,19 @@ class Delivery:
         ok = all(j.state == JobState.DELIVERED for j in jobs)
         settings = item.settings or self._settings_of_rule(item)
         if settings is not None:
-            self._dispose(item, settings, ok)
+            deleting = (settings.on_success if ok else settings.on_failure) == "delete"
+            # A deletion cannot be undone: the content itself must still be the one taken, not merely its
+            # size and times (a file rewritten in place with its mtime restored is new work, kept).
+            inputs = self.work.ledger.inputs_of(item.id)
+            intact = await asyncio.to_thread(_intact, inputs) if deleting else None
+            self._dispose(item, settings, ok, intact)
         try:
             self.work.ledger.move_item(item.id, ItemState.DELIVERED if ok else ItemState.FAILED)
         except StaleTransition:
             return
         for job in jobs:
             self._status_written.pop(job.id, None)
+            self._status_seen.pop(job.id, None)
         log.info("rule %s: %s %s", item.rule, "delivered" if ok else "failed", item.key)
 
     def _settings_of_rule(self, item: Item) -> ItemSettings | None:
@@ -192,7 +232,7 @@ class Delivery:
         b = rule.behaviour
         return ItemSettings(b.on_success, b.on_failure, str(inbox.archive_dir), str(inbox.failed_dir))
 
-    def _dispose(self, item: Item, settings: ItemSettings, ok: bool) -> None:
+    def _dispose(self, item: Item, settings: ItemSettings, ok: bool, intact: set[str] | None = None) -> None:
         """Inputs leave the inbox only now, every sidecar written, and the ledger says where each went."""
         action = settings.on_success if ok else settings.on_failure
         for taken in self.work.ledger.inputs_of(item.id):
@@ -206,8 +246,12 @@ class Delivery:
                 log.warning("rule %s: %s changed since it was taken; it is left where it is", item.rule, source)
                 continue
             if action in ("archive", "move"):
-                folder = settings.archive_dir if action == "archive" else settings.failed_dir
-                target = move_input(source, Path(folder), taken.name)
+                kind = "archive" if action == "archive" else "failed"
+                folder = settings.archive_dir if kind == "archive" else settings.failed_dir
+                target = move_input(source, Path(folder), taken.name, _anchor(item, kind))
                 self.work.ledger.park_input(item.id, taken.path, str(target) if target else None)
             elif action == "delete":
+                if intact is not None and taken.path not in intact:
+                    log.warning("rule %s: %s has new content since it was taken; it is not deleted", item.rule, source)
+                    continue
                 delete_input(source)

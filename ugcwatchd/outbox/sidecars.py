@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..ledger import InputFile, Item, Job
+from ..names import shown
 from ..states import HoldReason, JobState
 from .files import iso
 
@@ -46,8 +47,8 @@ def _base(s: Subject, kind: str, state: str, now: float) -> Document:
         "kind": kind,
         "rule": s.item.rule,
         "provider": s.job.provider,
-        "job": s.job.name,
-        "inputs": [{"name": i.name, "sha256": i.sha256, "bytes": i.bytes} for i in s.inputs],
+        "job": shown(s.job.name),
+        "inputs": [{"name": shown(i.name), "sha256": i.sha256, "bytes": i.bytes} for i in s.inputs],
         "remote_id": s.job.remote_id,
         "state": state,
         "created_at": iso(s.created_at),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -374,3 +375,26 @@ async def test_ingest_file_dropped_where_another_just_left_waits_its_own_stable_
     st = clip.stat()
     assert (taken.bytes, taken.mtime_ns, taken.inode) == (st.st_size, st.st_mtime_ns, st.st_ino)
     assert taken.sha256 == hashlib.sha256(clip.read_bytes()).hexdigest()
+
+
+async def test_ingest_content_under_way_in_another_daemon_is_not_taken_again(
+    world: Path, ledger: Ledger, media: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon whose claim lapsed (restarting, frozen) left its job's status sidecar: the same bytes are
+    not planned here, whatever the claim says, until that job is no longer open."""
+    config = rules(world, dub_rule(world, ", watch_mode: poll"))
+    clip = world / "in" / "clip.mp4"
+    shutil.copy(media["video.mp4"], clip)
+    sha = hashlib.sha256(clip.read_bytes()).hexdigest()
+    status = world / "out" / "clip.de.status.json"
+    status.write_text(json.dumps({"kind": "status", "job": "clip.de", "inputs": [{"name": "clip.mp4", "sha256": sha}]}))
+    inbox = InboxIngest(config.inboxes()[0], ledger, poll=True)
+    inbox.stability.stable_after = 0.0
+    for _ in range(3):
+        assert await inbox.tick() == 0
+    assert items(ledger) == []
+    assert sum("under way elsewhere" in r.message for r in caplog.records) == 1  # said once, not every tick
+    status.unlink()  # the other daemon's job ended (and it would have moved the file away)
+    assert await inbox.tick() == 1
+    (item,) = items(ledger)
+    assert [j.name for j in ledger.jobs_of(item.id)] == ["clip.de", "clip.es"]

@@ -16,8 +16,9 @@ import pytest
 from tests.support import ManualClock
 from ugcwatchd.daemon import build_providers
 from ugcwatchd.inbox.fingerprint import sha256_of
-from ugcwatchd.ledger import InputFile, Item, Ledger, PlannedJob
+from ugcwatchd.ledger import InputFile, Item, ItemSettings, Ledger, PlannedJob
 from ugcwatchd.lifecycle import Lifecycle
+from ugcwatchd.outbox.files import Anchor
 from ugcwatchd.rules import load_rules
 from ugcwatchd.settings import Settings
 
@@ -115,14 +116,19 @@ class World:
             if (st := p.stat())
         ]
         job = PlannedJob(f"{stem}.facedub", f"key-{stem}", {"duration": 3}, estimate=1)
+        outbox = outbox or self.outbox
+        folders = {"outbox": outbox, "archive": outbox / "originals", "failed": outbox / "failed"}
+        anchors = {k: (a.path, a.dev, a.ino) for k, f in folders.items() if (a := Anchor.of(f))}
+        settings = ItemSettings("archive", "move", str(folders["archive"]), str(folders["failed"]), anchors)
         return self.ledger.add_item(
             rule="faces",
             provider="facedub",
             inbox=str(self.inbox),
-            outbox=str(outbox or self.outbox),
+            outbox=str(outbox),
             key=stem,
             inputs=inputs,
             jobs=[job],
+            settings=settings,
         )
 
     async def settle(self) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -126,8 +130,11 @@ async def test_poll_remote_failure_gets_an_error_sidecar_and_inputs_moved(world:
 
 async def test_delivery_one_broken_outbox_never_stops_the_others(world: World, media: dict[str, Path]) -> None:
     blocked = world.root / "blocked"
-    blocked.write_text("a file where a folder should be")
+    (blocked / "outbox").mkdir(parents=True)
     broken = world.drop_pair("gus", media, outbox=blocked / "outbox")
+    (blocked / "outbox").rmdir()
+    blocked.rmdir()
+    blocked.write_text("a file where a folder should be")
     fine = world.drop_pair("hal", media)
     await world.settle()
     await world.settle()
@@ -139,7 +146,8 @@ async def test_delivery_one_broken_outbox_never_stops_the_others(world: World, m
     assert world.sidecar("hal.facedub.result.json")["kind"] == "result"
     (stuck,) = world.ledger.jobs_of(broken.id)
     assert stuck.state == JobState.REMOTE_DONE and stuck.detail.trouble
-    blocked.unlink()  # the share comes back
+    blocked.unlink()  # a person puts the folders back
+    (blocked / "outbox").mkdir(parents=True)
     world.lifecycle.delivery.monotonic = lambda: float("inf")  # past any backoff
     await world.lifecycle.deliver()
     assert world.ledger.item(broken.id).state == ItemState.DELIVERED
@@ -163,3 +171,105 @@ async def test_delivery_failing_download_is_retried_then_failed_as_retryable(
     assert len(downloads) == DOWNLOAD_TRIES
     assert world.ledger.item(item.id).state == ItemState.FAILED
     assert not [p for p in os.listdir(world.outbox) if p.endswith(".tmp")]
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A share on its own filesystem (tmpfs), bind-mounted at a mount point, as a NAS would be."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a share needs root and mount(8)")
+    backing, point = tmp_path / "nas", tmp_path / "mnt" / "share"
+    backing.mkdir()
+    point.mkdir(parents=True)
+    try:
+        _mount("-t", "tmpfs", "-o", "size=16m", "none", str(backing))
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    (backing / "outbox").mkdir()
+    _mount("--bind", str(backing), str(point))
+    try:
+        yield backing, point
+    finally:
+        subprocess.run(["umount", str(point)], capture_output=True)
+        subprocess.run(["umount", str(backing)], capture_output=True)
+
+
+async def test_delivery_outbox_share_unmounted_mid_job_writes_nothing_on_the_mount_point(
+    world: World, media: dict[str, Path], share: tuple[Path, Path]
+) -> None:
+    backing, point = share
+    outbox = point / "outbox"
+    item = world.drop_pair("ivy", media, outbox=outbox)
+    await world.settle()
+    world.fake.finish("j1")
+    await world.lifecycle.poll("facedub")
+    subprocess.run(["umount", str(point)], check=True)  # the NAS goes away; the bare mount point stays
+    await world.lifecycle.deliver()
+    (job,) = world.ledger.jobs_of(item.id)
+    assert job.state == JobState.REMOTE_DONE and job.detail.trouble and "mounted" in job.detail.trouble
+    assert list(point.iterdir()) == []  # nothing created on the local disk under the mount point
+    _mount("--bind", str(backing), str(point))  # it comes back
+    world.lifecycle.delivery.monotonic = lambda: float("inf")
+    await world.lifecycle.deliver()
+    assert world.ledger.item(item.id).state == ItemState.DELIVERED
+    assert (backing / "outbox" / "ivy.facedub.result.json").exists() and (
+        backing / "outbox" / "ivy.facedub.mp4"
+    ).exists()
+    assert sorted(p.name for p in (backing / "outbox" / "originals").iterdir()) == ["ivy.jpg", "ivy.mp4"]
+
+
+async def test_delivery_full_archive_disk_leaves_no_temp_files_and_the_others_go_on(
+    world: World, media: dict[str, Path], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tiny filesystem needs root")
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    try:
+        _mount("-t", "tmpfs", "-o", "size=8k", "none", str(tiny))  # smaller than one input: a full disk
+    except (subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    try:
+        item = world.drop_pair("jay", media)
+        settings = world.ledger.item(item.id).settings
+        assert settings is not None
+        with world.ledger.transaction() as db:  # its archive folder is on the full disk, across devices
+            full = replace(
+                settings,
+                archive_dir=str(tiny / "originals"),
+                anchors={**settings.anchors, "archive": (str(tiny), os.stat(tiny).st_dev, os.stat(tiny).st_ino)},
+            )
+            db.execute("UPDATE items SET settings = ? WHERE id = ?", (full.dumps(), item.id))
+        other = world.drop_pair("kim", media)
+        await world.settle()
+        await world.settle()
+        world.fake.finish("j1")
+        world.fake.finish("j2")
+        await world.lifecycle.poll("facedub")
+        for _ in range(3):
+            await world.lifecycle.deliver()
+            world.lifecycle.delivery.monotonic = lambda: float("inf")
+        assert world.ledger.item(other.id).state == ItemState.DELIVERED
+        assert world.ledger.item(item.id).state != ItemState.DELIVERED  # its inputs could not leave yet
+        assert (world.inbox / "jay.mp4").exists()  # it stays in the inbox until it can be archived whole
+        assert any(j.detail.trouble and "No space" in j.detail.trouble for j in world.ledger.jobs_of(item.id))
+        leftovers = [p.name for p in tiny.rglob("*") if p.name.endswith(".tmp")]
+        assert leftovers == []
+    finally:
+        subprocess.run(["umount", str(tiny)], capture_output=True)
+
+
+async def test_delivery_sidecars_follow_the_umask(world: World, media: dict[str, Path]) -> None:
+    old = os.umask(0o002)
+    try:
+        world.drop_pair("lea", media)
+        await world.settle()
+        await world.lifecycle.deliver()
+    finally:
+        os.umask(old)
+    mode = (world.outbox / "lea.facedub.status.json").stat().st_mode & 0o777
+    assert mode == 0o664  # group-writable for the people who share the folder, as UMask=0002 asks
