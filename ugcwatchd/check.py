@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 
-from .errors import AuthRejected, Problem, RateLimited, Transient, UgcwatchdError
+from .errors import AuthRejected, ConfigError, Problem, RateLimited, Transient, UgcwatchdError
 from .providers import registry
 from .rules import Config, DubLabAction, FaceDubAction, Inbox, ResolvedRule
-from .settings import ApiKey, Settings, api_key
+from .settings import ApiKey, Settings, api_key, state_dir_problem, unreadable_credential
 
 
 @dataclass
@@ -64,12 +64,50 @@ def creatable_problem(path: Path, purpose: str) -> str | None:
     return None
 
 
+def created_by_run(inbox: Inbox) -> bool:
+    """The outbox is missing and ``run`` creates it: its parent is a folder on the inbox's own device.
+
+    (A folder on another device may be a bare mount point whose share is offline: ``run`` never writes there.)
+    """
+    outbox = inbox.outbox
+    try:
+        if outbox.exists() or not outbox.parent.is_dir():
+            return False
+        return os.stat(outbox.parent).st_dev == os.stat(inbox.path).st_dev
+    except OSError:
+        return False
+
+
+def _outbox_problem(inbox: Inbox) -> str | None:
+    if created_by_run(inbox):
+        return folder_problem(inbox.outbox.parent, write=True, purpose=f"to create the outbox {inbox.outbox}")
+    return folder_problem(inbox.outbox, write=True, purpose="to write results and sidecars")
+
+
+def _problem(config: Config, rule: ResolvedRule, key: str, message: str) -> Problem:
+    """A problem with ``key`` of ``rule``, at the line that set it; a default is shown at the rule's own
+    ``outbox`` or ``inbox`` line, which the defaulted folder derives from."""
+    path = rule.key_path(key)
+    if path in config.source.value_marks:
+        return config.problem(path, message)
+    anchor = next(
+        (
+            p
+            for p in (("rules", rule.index, "outbox"), ("rules", rule.index, "inbox"))
+            if p in config.source.value_marks
+        ),
+        ("rules", rule.index),
+    )
+    at = config.problem(anchor, message)
+    return Problem(at.file, at.line, at.column, f"rules[{rule.index}].{key}", message)
+
+
 def _check_inbox(config: Config, inbox: Inbox, report: Report) -> None:
     rule = inbox.rule
     moves = rule.behaviour.on_success != "keep" or rule.behaviour.on_failure != "keep"
     checks: list[tuple[str, Callable[[], str | None]]] = [
         ("inbox", lambda: folder_problem(inbox.path, write=moves, purpose="to move inputs out after their outcome")),
-        ("outbox", lambda: folder_problem(inbox.outbox, write=True, purpose="to write results and sidecars")),
+        ("outbox", lambda: _outbox_problem(inbox)),
     ]
     if rule.behaviour.on_success == "archive":
         checks.append(("archive_dir", lambda: creatable_problem(inbox.archive_dir, "to archive inputs")))
@@ -78,7 +116,7 @@ def _check_inbox(config: Config, inbox: Inbox, report: Report) -> None:
     for key, check in checks:
         message = check()
         if message is not None:
-            report.problems.append(config.problem(rule.key_path(key), message))
+            report.problems.append(_problem(config, rule, key, message))
 
 
 def _describe_action(rule: ResolvedRule) -> str:
@@ -113,21 +151,39 @@ def _describe_rule(rule: ResolvedRule, inboxes: list[Inbox], report: Report) -> 
         )
     for inbox in inboxes:
         report.lines.append(f"  inbox   {inbox.path}")
-        report.lines.append(f"    outbox  {inbox.outbox}")
+        report.lines.append(f"    outbox  {inbox.outbox}" + (" (will be created)" if created_by_run(inbox) else ""))
         if b.on_success == "archive":
             report.lines.append(f"    archive {inbox.archive_dir}")
         if b.on_failure == "move":
             report.lines.append(f"    failed  {inbox.failed_dir}")
 
 
-def provider_keys(config: Config, settings: Settings) -> dict[str, ApiKey]:
-    """The key of each provider that some rule uses."""
-    used = sorted({rule.provider for rule in config.rules})
-    return {p: api_key(p, config.providers.settings(p).api_key, settings) for p in used}
+def provider_keys(config: Config, settings: Settings, unusable: dict[str, str] | None = None) -> dict[str, ApiKey]:
+    """The key of each provider that some rule uses; a key that cannot be used goes to ``unusable`` (why)."""
+    keys: dict[str, ApiKey] = {}
+    for p in sorted({rule.provider for rule in config.rules}):
+        try:
+            keys[p] = api_key(p, config.providers.settings(p).api_key, settings)
+        except ConfigError as exc:
+            if unusable is None:
+                raise
+            unusable[p] = str(exc)
+    return keys
 
 
-def check_offline(config: Config, settings: Settings) -> Report:
-    """Everything ``check --offline`` verifies: rules, folders and whether keys are configured."""
+def _check_state_dir(settings: Settings, report: Report, mountinfo: str | None) -> None:
+    state_dir = settings.resolved_state_dir()
+    report.lines.append(f"state folder {state_dir}")
+    problem = state_dir_problem(state_dir, mountinfo)
+    if problem is not None:
+        report.problems.append(Problem("environment", None, None, "", problem))
+
+
+def check_offline(config: Config, settings: Settings, *, mountinfo: str | None = None) -> Report:
+    """Everything ``check --offline`` verifies: rules, folders, the state folder, whether keys are configured.
+
+    ``mountinfo`` stands in for ``/proc/self/mountinfo`` (tests).
+    """
     report = Report()
     report.lines.append(f"rules file {config.file}: {len(config.rules)} rule{'s' if len(config.rules) != 1 else ''}")
     for rule in config.rules:
@@ -135,23 +191,40 @@ def check_offline(config: Config, settings: Settings) -> Report:
         _describe_rule(rule, inboxes, report)
         for inbox in inboxes:
             _check_inbox(config, inbox, report)
-    for provider, key in provider_keys(config, settings).items():
+    _check_state_dir(settings, report, mountinfo)
+    unusable: dict[str, str] = {}
+    keys = provider_keys(config, settings, unusable)
+    for provider, why in unusable.items():
+        report.problems.append(config.problem(("providers", provider, "api_key"), why))
+    for provider, key in keys.items():
         p = config.providers.settings(provider)
         key_text = f"key from {key.origin}" if key.present else "no key"
         report.lines.append(f"provider {provider}: {p.base_url}, {key_text}, poll every {_seconds(p.poll_every)}")
         if not key.present:
-            report.warnings.append(
-                f"no {provider} API key: set UGCWATCHD_{provider.upper()}_API_KEY, providers.{provider}.api_key, "
-                f"or the systemd credential {provider}_api_key (the daemon will not start without it)"
-            )
+            report.warnings.append(_no_key(provider, settings))
     return report
+
+
+def _no_key(provider: str, settings: Settings) -> str:
+    hidden = unreadable_credential(provider, settings)
+    if hidden is not None:
+        # The unit's LoadCredential= reads it as root: its absence here says nothing about the daemon.
+        return (
+            f"no {provider} API key readable by {_user()}: the service gets it from {hidden} (LoadCredential=); "
+            "run `sudo ugcwatchd check` to verify it"
+        )
+    return (
+        f"no {provider} API key: set UGCWATCHD_{provider.upper()}_API_KEY, providers.{provider}.api_key, "
+        f"or the systemd credential {provider}_api_key (the daemon will not start without it)"
+    )
 
 
 async def check_online(
     config: Config, settings: Settings, report: Report, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> None:
     """Verify each used provider's key and show its credits; check languages against the live list."""
-    for provider, key in provider_keys(config, settings).items():
+    # A key that cannot be used at all was reported by check_offline already.
+    for provider, key in provider_keys(config, settings, {}).items():
         where = ("providers", provider, "api_key")
         if key.value is None or not key.present:
             report.problems.append(config.problem(where, f"no {provider} API key, so it cannot be verified"))

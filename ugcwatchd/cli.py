@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ConfigProblems, ExitCode, MissingExtraError, UgcwatchdError, UsageError, map_os_errors
+from .errors import (
+    ConfigError,
+    ConfigProblems,
+    ExitCode,
+    MissingExtraError,
+    UgcwatchdError,
+    UsageError,
+    map_os_errors,
+)
+from .init import add_command as add_init
 from .ledger import JOB_STATES
 
 
@@ -207,13 +215,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
     from .providers import registry
     from .rules import load_rules
-    from .settings import Settings, api_key
+    from .settings import Settings, api_key, check_state_dir
 
     settings = Settings.from_env()
     config = load_rules(settings.rules_path(args.config))
-    # Every provider's key is masked in the logs, used by a rule or not.
-    keys = [api_key(p, config.providers.settings(p).api_key, settings).value for p in registry.names()]
-    logs.setup(settings.log_level, settings.log_format, [k.get_secret_value() for k in keys if k], debug=args.debug)
+    # Every provider's key is masked in the logs, used by a rule or not; a key that cannot be used stops
+    # the daemon only when a rule needs it (as `check` says).
+    used = {rule.provider for rule in config.rules}
+    secrets = []
+    for name in registry.names():
+        try:
+            key = api_key(name, config.providers.settings(name).api_key, settings).value
+        except ConfigError:
+            if name in used:
+                raise
+            continue
+        if key is not None:
+            secrets.append(key.get_secret_value())
+    logs.setup(settings.log_level, settings.log_format, secrets, debug=args.debug)
+    # Before anything is locked or opened there: SQLite on a network share can corrupt the ledger.
+    check_state_dir(settings.resolved_state_dir())
     return asyncio.run(Daemon(config, settings).run())
 
 
@@ -230,9 +251,11 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     try:
-        from .demo import run_demo
+        from .demo import run_demo  # imports the sandbox, and with it the extra's packages
     except ImportError:
-        raise MissingExtraError("sandbox", "the demo") from None
+        missing = MissingExtraError("sandbox", "the demo")
+        missing.exit_code = ExitCode.USAGE  # the install lacks a part the command needs: nothing ran
+        raise missing from None
     from . import logs
 
     logs.setup("warning", "text", debug=args.debug)
@@ -240,10 +263,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _ledger() -> Any:
+    """The daemon's ledger, for commands that read it: never created here (none found: exit 78)."""
     from .ledger import Ledger
     from .settings import Settings
 
-    return Ledger.open(Settings.from_env().resolved_state_dir())
+    return Ledger.open(Settings.from_env().existing_state_dir())
 
 
 def _add_ops(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -324,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(commands)
+    add_init(commands)
     _add_check(commands)
     _add_ops(commands)
     _add_demo(commands)
@@ -340,7 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UgcwatchdError as exc:
         if args.debug:
             raise
-        print(f"ugcwatchd: {exc}", file=sys.stderr)
+        from .logs import fatal
+
+        fatal(f"ugcwatchd: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         return ExitCode.OK

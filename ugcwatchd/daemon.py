@@ -28,10 +28,12 @@ from .providers.registry import build_provider
 from .reload import ProviderChanges, current_keys, provider_changes
 from .rules import Config, load_rules
 from .settings import Settings, api_key
+from .states import JobState
 
 log = logging.getLogger(__name__)
 JOB_OPTIONS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
 RECENT = 600.0  # paid requests this recent seed the rate windows at start (the widest is a minute)
+KEY_RECHECK = 300.0  # a paused provider's key is read again this often: a replaced key file resumes it
 
 
 def _ascii(text: str) -> str:
@@ -106,6 +108,7 @@ class Daemon:
         self.ingestion = Ingestion(config, self.ledger, claims=self.state_lock.claimant())
         self.scheduler = AsyncIOScheduler()
         self._running: set[asyncio.Task[Any]] = set()
+        self._providers_changing = asyncio.Lock()  # a reload and a key re-check never rebuild at once
 
     def _tracked(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """A scheduled step that shutdown can wait for, instead of cancelling it mid-way."""
@@ -133,6 +136,7 @@ class Daemon:
         for name in self.providers:
             self._schedule_poll(name)
         add(self._report, "interval", seconds=5, id="status", **JOB_OPTIONS)
+        add(self._tracked(self.recheck_keys), "interval", seconds=KEY_RECHECK, id="keys", **JOB_OPTIONS)
         usec = os.environ.get("WATCHDOG_USEC")
         if usec and usec.isdigit() and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
             # From the loop itself: a stuck loop stops the pings, and systemd restarts us.
@@ -150,12 +154,22 @@ class Daemon:
 
     async def reload(self) -> None:
         """SIGHUP: load the rules again and apply them, providers included; or refuse, keeping the old whole."""
+        async with self._providers_changing:
+            await self._reload()
+
+    async def _reload(self) -> None:
         monotonic_usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}")
         try:
             config = load_rules(self.config.file)
             changes = provider_changes(
-                self.providers, self.keys, config, self.settings, transport=self.transport, on_answer=self._answers
+                self.providers,
+                self.keys,
+                config,
+                self.settings,
+                transport=self.transport,
+                on_answer=self._answers,
+                in_flight=lambda name: [j.id for j in self.ledger.jobs_in(JobState.SUBMITTING, provider=name)],
             )
         except UgcwatchdError as exc:
             log.error("reload refused, the old rules stay: %s", exc)
@@ -170,7 +184,43 @@ class Daemon:
         self.ingestion = Ingestion(config, self.ledger, claims=self.state_lock.claimant())
         self.ingestion.start(self.scheduler, self._tracked)
         log.info("reloaded %s: %d rules; %s", config.file, len(config.rules), changes.describe())
-        self.notifier.send("READY=1", f"STATUS={self.status()}")
+        # Until the next report (5 s): the STATUS line says that the reload took.
+        self.notifier.send("READY=1", f"STATUS=reloaded: {self.status()}")
+
+    def _key_now(self, name: str) -> str | None:
+        try:
+            key = api_key(name, self.config.providers.settings(name).api_key, self.settings)
+        except ConfigError:
+            return None
+        return key.value.get_secret_value() if key.value is not None and key.present else None
+
+    async def recheck_keys(self) -> None:
+        """Every 5 minutes: a paused provider whose key was replaced (the credential file, the variable) gets
+        a new adapter, as a reload would build it; the rules file itself is read only on reload."""
+        async with self._providers_changing:
+            replaced = [
+                n for n, ps in self.providers.items() if ps.paused and self._key_now(n) not in (None, self.keys[n])
+            ]
+            if not replaced:
+                return
+            try:
+                changes = provider_changes(
+                    self.providers,
+                    self.keys,
+                    self.config,
+                    self.settings,
+                    transport=self.transport,
+                    on_answer=self._answers,
+                    in_flight=lambda name: [j.id for j in self.ledger.jobs_in(JobState.SUBMITTING, provider=name)],
+                )
+            except UgcwatchdError as exc:
+                log.error("%s: the key was replaced but cannot be used now: %s", ", ".join(replaced), exc)
+                return
+            await self._apply(changes, self.config)
+            for name in replaced:
+                if self.providers[name].paused:
+                    continue  # the new key was refused too: _start_provider paused it again, and said so
+                log.info("%s: the replaced key is accepted; resuming", name)
 
     async def _apply(self, changes: ProviderChanges, config: Config) -> None:
         """Provider settings in place, new adapters swapped in (the old ones closed), polls rescheduled."""
@@ -213,6 +263,13 @@ class Daemon:
         self._signals()
         for ps in self.providers.values():
             await self._start_provider(ps)
+            if ps.paused:  # only a refused key (401/403) pauses a provider: starting would not help
+                await self._close()
+                origin = api_key(ps.name, ps.settings.api_key, self.settings).origin
+                raise ConfigError(
+                    f"the {ps.name} API key from {origin} was refused: {ps.paused}",
+                    remedy="put the right key there (ugcwatchd check verifies it), then start ugcwatchd again",
+                )
         if self.metrics is not None and self.config.metrics_listen:
             with map_os_errors(f"serve metrics on {self.config.metrics_listen}"):
                 self.metrics.serve(self.config.metrics_listen)
@@ -231,9 +288,12 @@ class Daemon:
         self.scheduler.shutdown(wait=False)
         self.ingestion.stop()
         await self.lifecycle.drain(self.stop_within / 2)
+        await self._close()
+        return 0
+
+    async def _close(self) -> None:
         await self.lifecycle.hooks.aclose()
         for ps in self.providers.values():
             await ps.provider.aclose()
         self.ledger.close()
         self.state_lock.release()
-        return 0

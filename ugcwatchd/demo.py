@@ -12,14 +12,14 @@ from pydantic import SecretStr
 
 from .daemon import Daemon
 from .rules import load_rules
+from .sandbox import Sandbox, SandboxConfig  # the 'sandbox' extra: the CLI says so when it is missing
+from .sandbox.media import make_media, make_photo
 from .settings import Settings
 
 JOBS = ("alice.facedub", "pitch.de", "pitch.es", "broken.de", "broken.es")
 
 
 def _write_world(root: Path, urls: dict[str, str]) -> Path:
-    from .sandbox.media import make_media, make_photo
-
     for folder in ("faces/inbox", "faces/outbox", "dub/inbox", "dub/outbox"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     rules = root / "rules.yaml"
@@ -74,8 +74,6 @@ async def _run(root: Path, rules: Path, within: float) -> dict[str, Path]:
 
 
 def run_demo(folder: Path | None = None, within: float = 60.0) -> int:
-    from .sandbox import Sandbox, SandboxConfig
-
     root = folder or Path(tempfile.mkdtemp(prefix="ugcwatchd-demo-"))
     with Sandbox(SandboxConfig(port=0, job_seconds=2.0)) as sandbox:
         urls = sandbox.urls

@@ -13,18 +13,47 @@ import sys
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 # syslog priorities, which journald reads from a "<N>" prefix on each line (sd-daemon(3)).
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 _NOISY = {"httpx": logging.WARNING, "httpcore": logging.WARNING, "apscheduler": logging.WARNING}
 
 
+def _forms(secret: str) -> set[str]:
+    """``secret`` as it may appear in a message: itself, trimmed, and as ``repr``, bytes, JSON and URLs escape it.
+
+    An exception's text often quotes a value with ``repr`` (``b'Bearer fdb_…\\n'``), which a plain
+    search for the secret misses.
+    """
+    forms: set[str] = set()
+    for text in {secret, secret.strip()}:
+        forms |= {
+            text,
+            repr(text)[1:-1],
+            text.encode("unicode_escape").decode("ascii"),
+            json.dumps(text)[1:-1],
+            json.dumps(text, ensure_ascii=False)[1:-1],
+        }
+        try:
+            raw = text.encode("utf-8", "surrogateescape")  # as the environment gave it
+        except UnicodeEncodeError:
+            continue
+        forms |= {repr(raw)[2:-1], quote(raw, safe="")}
+    return {f for f in forms if len(f) >= 6}
+
+
 class Redact(logging.Filter):
-    """Replaces every registered secret in a record's final message with ``***``."""
+    """Replaces every registered secret in a record's final message with ``***``, in any escaping."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = {s for s in secrets if len(s) >= 6}
+        forms: set[str] = set()
+        for secret in secrets:
+            if len(secret.strip()) >= 6:
+                forms |= _forms(secret)
+        # Longest first: an escaped form is masked whole before a shorter form inside it.
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
@@ -77,6 +106,12 @@ def _journal_is_stderr() -> bool:
     except (OSError, ValueError):
         return False
     return (st.st_dev, st.st_ino) == (int(device), int(inode))
+
+
+def fatal(text: str) -> None:
+    """A fatal error on stderr; under systemd each line carries priority 3 (err), like a logged error."""
+    prefix = f"<{_PRIORITY[logging.ERROR]}>" if _journal_is_stderr() else ""
+    print("\n".join(prefix + line for line in text.splitlines() or [""]), file=sys.stderr, flush=True)
 
 
 def setup(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (), *, debug: bool = False) -> None:

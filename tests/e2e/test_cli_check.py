@@ -166,3 +166,37 @@ def test_cli_check_online_unreachable_provider_exits_1(world: Path) -> None:
     assert result.returncode == 1
     assert "cannot verify the" in result.stderr and "--offline" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def _sandbox_rules(world: Path, sb: SandboxProcess) -> Path:
+    providers = (
+        f"providers:\n  facedub: {{base_url: '{sb.urls['facedub']}'}}\n  dublab: {{base_url: '{sb.urls['dublab']}'}}\n"
+    )
+    return rules(world, providers=providers)
+
+
+def test_cli_check_online_key_with_trailing_newline_is_trimmed_and_accepted(
+    world: Path, sandbox_process: type[SandboxProcess]
+) -> None:
+    sb = sandbox_process("--port", "0")
+    env = {"UGCWATCHD_FACEDUB_API_KEY": "fdb_sandbox\n", "UGCWATCHD_DUBLAB_API_KEY": "dl_sandbox\n"}
+    result = check("-c", str(_sandbox_rules(world, sb)), "check", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "facedub: key accepted" in result.stdout and "dublab: key accepted" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("key", "what"), [("fdb_sandbö", "a non-ASCII character"), ("fdb_\x1bsandbox", "a control character")]
+)
+def test_cli_check_online_key_with_bad_characters_exits_78_naming_the_variable(
+    world: Path, sandbox_process: type[SandboxProcess], key: str, what: str
+) -> None:
+    sb = sandbox_process("--port", "0")
+    env = {"UGCWATCHD_FACEDUB_API_KEY": key, "UGCWATCHD_DUBLAB_API_KEY": "dl_sandbox"}
+    result = check("-c", str(_sandbox_rules(world, sb)), "check", env=env)
+    assert result.returncode == 78, result.stderr
+    assert f"the facedub API key from UGCWATCHD_FACEDUB_API_KEY contains {what}" in result.stderr
+    assert "Traceback" not in result.stderr
+    output = result.stdout + result.stderr
+    for form in (key, repr(key)[1:-1], ascii(key)[1:-1], repr(key.encode())[2:-1], "sandb"):
+        assert form not in output, form

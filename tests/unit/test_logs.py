@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import quote
 
 import pytest
 
@@ -65,3 +66,41 @@ def test_logs_setup_auto_is_text_on_a_terminal(
     err = capsys.readouterr().err
     assert "INFO ugcwatchd.test: key ***" in err and not err.startswith("<")
     assert logging.getLogger("httpx").level == logging.WARNING
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["fdb_sandbox\n", "dl_schlüssel_key", "fdb_with'quote\"and\\slash", "fdb_plain_key "],
+)
+def test_logs_redaction_with_escaped_secret_masks_every_form(secret: str) -> None:
+    redact = Redact([secret])
+    raw = secret.encode()
+    forms = {
+        "plain": secret,
+        "repr": repr(secret),
+        "ascii": ascii(secret),
+        "bytes": repr(raw),
+        "header": repr(b"Bearer " + raw),  # how h11 refuses a header value
+        "json": json.dumps(secret),
+        "json_utf8": json.dumps(secret, ensure_ascii=False),
+        "url": "https://x.example/?key=" + quote(secret, safe=""),
+    }
+    core = secret.strip()
+    for name, form in forms.items():
+        rec = record("refused: %s", form)
+        redact.filter(rec)
+        message = rec.getMessage()
+        assert "***" in message, name
+        assert core[:12] not in message and core[-6:] not in message, (name, message)
+
+
+def test_logs_redaction_with_escaped_secret_in_a_traceback_masks_it() -> None:
+    redact = Redact(["fdb_sandbox\n"])
+    try:
+        raise ValueError(f"Illegal header value {b'Bearer fdb_sandbox' + bytes([10])!r}")
+    except ValueError:
+        import sys
+
+        rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "oops", (), sys.exc_info())
+    redact.filter(rec)
+    assert "fdb_sandbox" not in (rec.exc_text or "") and "Bearer ***" in (rec.exc_text or "")

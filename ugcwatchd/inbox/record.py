@@ -176,7 +176,9 @@ class Recorder:
             settings=self._settings(),
         )
         verb = f"failed ({reason})" if failed else "planned"
-        log.info("rule %s: %s %s: %s", self.rule.name, verb, plan.key, ", ".join(j.name for j in jobs))
+        # An input refused at planning gets an error sidecar: an operator filtering on warnings sees it.
+        level = logging.WARNING if failed else logging.INFO
+        log.log(level, "rule %s: %s %s: %s", self.rule.name, verb, plan.key, ", ".join(j.name for j in jobs))
         return True
 
     def _settings(self) -> ItemSettings:

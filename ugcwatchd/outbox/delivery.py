@@ -221,7 +221,13 @@ class Delivery:
         for job in jobs:
             self._status_written.pop(job.id, None)
             self._status_seen.pop(job.id, None)
-        log.info("rule %s: %s %s", item.rule, "delivered" if ok else "failed", item.key)
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "rule %s: %s %s",
+            item.rule,
+            "delivered" if ok else "failed",
+            item.key,
+        )
 
     def _settings_of_rule(self, item: Item) -> ItemSettings | None:
         """For items planned before they carried their settings: the rule's, if it still exists."""
