@@ -78,14 +78,31 @@ def test_hold_once_the_daily_budget_is_spent(
     assert httpx.get(f"{sb.urls['facedub']}/sandbox/stats").json()["jobs_created"] == 1
 
 
-def test_refused_key_pauses_the_provider_and_fails_nothing(
-    tmp_path: Path, sandbox_process: type[SandboxProcess], media: dict[str, Path]
+def test_refused_key_at_start_exits_78_naming_the_provider(
+    tmp_path: Path, sandbox_process: type[SandboxProcess]
 ) -> None:
+    """systemd does not restart on 78 (RestartPreventExitStatus): a wrong key is a configuration error."""
     sb = sandbox_process("--port", "0", "--job-seconds", "1")
     rules = world(tmp_path, sb)
     daemon = DaemonProcess(rules, tmp_path / "state", {"UGCWATCHD_FACEDUB_API_KEY": "fdb_revoked_long_ago"})
+    assert daemon.proc.wait(30) == 78
+    assert "facedub" in daemon.text() and "Traceback" not in daemon.text()
+    assert "fdb_revoked_long_ago" not in daemon.text()
+
+
+def test_key_revoked_while_running_pauses_the_provider_and_fails_nothing(
+    tmp_path: Path, sandbox_process: type[SandboxProcess], media: dict[str, Path]
+) -> None:
+    sb = sandbox_process("--port", "0", "--job-seconds", "1")
+    owner = {"Authorization": "Bearer fdb_sandbox"}
+    created = httpx.post(f"{sb.urls['facedub']}/api-keys", json={"name": "daemon"}, headers=owner).json()
+    rules = world(tmp_path, sb)
+    daemon = DaemonProcess(rules, tmp_path / "state", {"UGCWATCHD_FACEDUB_API_KEY": created["key"]})
     status = tmp_path / "faces" / "outbox" / "alice.facedub.status.json"
     try:
+        wait_for(lambda: "ugcwatchd running" in daemon.text(), timeout=20, what="the daemon to start")
+        revoked = httpx.delete(f"{sb.urls['facedub']}/api-keys/{created['id']}", headers=owner)
+        assert revoked.status_code < 300, revoked.text
         drop_pair(tmp_path, media)
         paused = wait_for(
             lambda: (s := sidecar(status)) and s["held_reason"] == "paused" and s, timeout=20, what="the pause"
@@ -95,4 +112,4 @@ def test_refused_key_pauses_the_provider_and_fails_nothing(
         assert daemon.stop() == 0
     assert not list((tmp_path / "faces" / "outbox").glob("*.error.json"))
     assert "facedub: paused, all its work held" in daemon.text()
-    assert "fdb_revoked_long_ago" not in daemon.text()
+    assert created["key"] not in daemon.text()
