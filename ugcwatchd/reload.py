@@ -80,7 +80,10 @@ def provider_changes(
                 changes.polls.add(name)
             continue
         unresolved = len(ps.submitting | set(ps.claims) | set(in_flight(name))) if ps is not None else 0
-        if unresolved:
+        # A paused provider's old key is refused: its unresolved submissions can only be reconciled with the
+        # new one (a rotated key of the same account at the same address), so that change is let through.
+        rotated = ps is not None and ps.paused is not None and ps.settings.base_url == block.base_url
+        if unresolved and not rotated:
             # A submission whose outcome is unknown must be reconciled where it was sent, with that key.
             raise ReloadRefused(
                 f"{name}'s endpoint, key or job slots changed while {unresolved} submission(s) are under way",
