@@ -37,8 +37,10 @@ KEY_RECHECK = 300.0  # a paused provider's key is read again this often: a repla
 
 
 def _ascii(text: str) -> str:
-    """One short ASCII line for STATUS=."""
-    return text.splitlines()[0].encode("ascii", "replace").decode()[:200] if text else ""
+    """One short ASCII line for STATUS=: the reason itself, not a heading such as "1 configuration problem:"."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+    return line.encode("ascii", "replace").decode()[:200]
 
 
 class Notifier:
@@ -109,6 +111,7 @@ class Daemon:
         self.scheduler = AsyncIOScheduler()
         self._running: set[asyncio.Task[Any]] = set()
         self._providers_changing = asyncio.Lock()  # a reload and a key re-check never rebuild at once
+        self._refused = ""  # the reason of the last refused reload, until one succeeds
 
     def _tracked(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """A scheduled step that shutdown can wait for, instead of cancelling it mid-way."""
@@ -150,7 +153,9 @@ class Daemon:
             )
 
     def _report(self) -> None:
-        self.notifier.send(f"STATUS={self.status()}")
+        # A refused reload stays in STATUS= until a reload succeeds: `systemctl status` must show it.
+        refused = f"reload refused: {self._refused}; " if self._refused else ""
+        self.notifier.send(f"STATUS={refused}{self.status()}")
 
     async def reload(self) -> None:
         """SIGHUP: load the rules again and apply them, providers included; or refuse, keeping the old whole."""
@@ -173,8 +178,10 @@ class Daemon:
             )
         except UgcwatchdError as exc:
             log.error("reload refused, the old rules stay: %s", exc)
-            self.notifier.send("READY=1", f"STATUS=reload refused: {_ascii(str(exc))}")
+            self._refused = _ascii(str(exc))
+            self.notifier.send("READY=1", f"STATUS=reload refused: {self._refused}")
             return
+        self._refused = ""
         await self._apply(changes, config)
         for job_id in ("ingest-tick", "ingest-globs"):
             self.scheduler.remove_job(job_id)

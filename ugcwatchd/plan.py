@@ -7,6 +7,7 @@ would do, duplicates judged against the real history included; files are taken a
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -37,7 +38,7 @@ async def _plan(config: Config, ledger: Ledger) -> list[str]:
     first_new = max((i.id for i in ledger.items_in(*ItemState)), default=0)
     for rule in config.rules:
         for inbox in rule.inboxes():
-            ingest = InboxIngest(inbox, ledger, poll=True)
+            ingest = InboxIngest(inbox, ledger, poll=True, dry_run=True)
             ingest.stability.stable_after = 0.0  # a dry run takes every file as complete now
             await ingest.tick()
             lines.append(f"rule {rule.name}: {inbox.path}" + (f"  (paused: {ingest.paused})" if ingest.paused else ""))
@@ -61,9 +62,15 @@ async def _plan(config: Config, ledger: Ledger) -> list[str]:
 
 
 def plan(config: Config, settings: Settings) -> list[str]:
+    # Ingestion's own log lines ("failed (duplicate)", "planned") would read as if work were done: the
+    # printed plan says it all. Real problems (a warning about a folder) still show.
+    quiet = logging.getLogger("ugcwatchd.inbox")
+    level = quiet.level
+    quiet.setLevel(max(level, logging.ERROR))
     with tempfile.TemporaryDirectory(prefix="ugcwatchd-plan-") as folder:
         ledger = _scratch(settings, Path(folder))
         try:
             return asyncio.run(_plan(config, ledger))
         finally:
             ledger.close()
+            quiet.setLevel(level)

@@ -84,7 +84,7 @@ def test_ops_remote_failure_then_status_jobs_retry_and_usage(
 
 
 def test_plan_shows_what_would_happen_and_changes_nothing(tmp_path: Path, media: dict[str, Path]) -> None:
-    for folder in ("faces/inbox", "faces/outbox", "dub/inbox", "dub/outbox"):
+    for folder in ("faces/inbox", "faces/outbox", "dub/inbox"):  # dub's outbox: the daemon would create it
         (tmp_path / folder).mkdir(parents=True)
     shutil.copy(media["jpeg"], tmp_path / "faces" / "inbox" / "alice.jpg")
     shutil.copy(media["long.mp4"], tmp_path / "faces" / "inbox" / "alice.mp4")

@@ -90,8 +90,8 @@ def test_readme_service_steps_run_as_written(tmp_path: Path) -> None:
     for call in (
         "groupadd -f media",
         "pip install .",
-        "systemd-sysusers",
-        "systemd-tmpfiles --create",
+        f"systemd-sysusers --root {root}",  # under a scratch ROOT, the users and folders go there too
+        f"systemd-tmpfiles --create --root {root}",
         "usermod -aG media ugcwatchd",
         "systemctl daemon-reload",
         "systemctl enable --now ugcwatchd",

@@ -76,9 +76,11 @@ class InboxIngest:
         poll: bool,
         clock: Callable[[], float] = time.monotonic,
         claim: InboxClaim | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.inbox = inbox
         self.claim = claim
+        self.dry_run = dry_run  # `plan`: never create a folder (an outbox made by root would lock out the service)
         self.rule = inbox.rule
         self.ledger = ledger
         self.clock = clock
@@ -125,6 +127,8 @@ class InboxIngest:
             if not same_device:
                 # Never write onto a bare mount point: the share the outbox lives on may be offline.
                 return f"outbox {outbox} is missing (is its share mounted?)"
+            if self.dry_run:
+                return None  # the daemon would create it; a dry run only says what would happen
             outbox.mkdir(exist_ok=True)
             log.info("rule %s: created the outbox %s", self.rule.name, outbox)
         reason = _folder_state(outbox)
