@@ -42,6 +42,9 @@ _CLAIM_PAUSE = "nothing is taken from it"
 def _folder_state(path: Path) -> str | None:
     """None when ``path`` is a usable folder, else why not."""
     try:
+        if path.is_symlink():
+            # Replaced by a link (to anywhere): taking files there would move someone else's files.
+            return f"{path} is now a symbolic link, not the folder the rule watches"
         if not path.is_dir():
             return f"{path} is missing" if not path.exists() else f"{path} is not a folder"
         os.listdir(path)
@@ -80,7 +83,9 @@ class InboxIngest:
     ) -> None:
         self.inbox = inbox
         self.claim = claim
-        self.dry_run = dry_run  # `plan`: never create a folder (an outbox made by root would lock out the service)
+        # `plan`: never create a folder (an outbox made by root would lock out the service).
+        self.dry_run = dry_run
+        self._troubled: set[str] = set()  # plans whose trouble was logged: said once, not every tick
         self.rule = inbox.rule
         self.ledger = ledger
         self.clock = clock
@@ -285,7 +290,16 @@ class InboxIngest:
         plans = plan_inbox(self.inbox, self.candidates, self.stability, batches=self.batches, now=now)
         recorded = 0
         for plan in plans:
-            if not self._still_as_examined(plan) or not self.recorder.record(plan):
+            try:
+                if not self._still_as_examined(plan) or not self.recorder.record(plan):
+                    continue
+            except Exception as exc:
+                # One plan's trouble (an outbox path the filesystem refuses) never stops the others.
+                if plan.key not in self._troubled:
+                    self._troubled.add(plan.key)
+                    log.error(
+                        "rule %s: %s cannot be planned now (%s); it is tried again", self.rule.name, plan.key, exc
+                    )
                 continue
             recorded += 1
             for rel in plan.consumed:

@@ -82,6 +82,7 @@ class Ingestion:
         self.clock = clock
         self.claimant = claims
         self.inboxes: dict[tuple[int, Path], InboxIngest] = {}
+        self._said: dict[Path, str] = {}  # the trouble last logged per inbox
         self.claims: dict[Path, InboxClaim] = {}  # one per folder, however many rules watch it
         self._observer: BaseObserver | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -165,9 +166,16 @@ class Ingestion:
         for ingest in list(self.inboxes.values()):
             try:
                 recorded += await ingest.tick()
-            except Exception:
-                # One inbox's trouble must never stop the others, nor the daemon.
-                log.exception("rule %s: ingestion of %s failed; it is tried again", ingest.rule.name, ingest.inbox.path)
+                self._said.pop(ingest.inbox.path, None)
+            except Exception as exc:
+                # One inbox's trouble must never stop the others, nor the daemon; said once (with its
+                # trace) until it changes, not on every tick (a full disk would flood the journal).
+                what = f"{type(exc).__name__}: {exc}"
+                if self._said.get(ingest.inbox.path) != what:
+                    self._said[ingest.inbox.path] = what
+                    log.exception(
+                        "rule %s: ingestion of %s failed; it is tried again", ingest.rule.name, ingest.inbox.path
+                    )
         return recorded
 
     def tick_every(self) -> float:

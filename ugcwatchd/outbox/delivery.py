@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 
 from ..errors import ProviderError, StaleTransition
-from ..inbox.fingerprint import sha256_of
+from ..inbox.fingerprint import sha256_if_same
 from ..ledger import InputFile, Item, ItemSettings, Job
 from ..lifecycle.context import Work
 from ..lifecycle.disposition import AUTH_RECHECK, Fail, Pause, Retry, Step, decide, foreseen
@@ -46,15 +46,12 @@ class _Trouble:
 
 
 def _intact(inputs: list[InputFile]) -> set[str]:
-    """The inputs whose content still hashes to what was taken (run in a worker thread)."""
-    intact = set()
-    for taken in inputs:
-        try:
-            if sha256_of(Path(taken.path)) == taken.sha256:
-                intact.add(taken.path)
-        except OSError:
-            continue
-    return intact
+    """The inputs that are still the files taken, with the content taken (run in a worker thread)."""
+    return {
+        taken.path
+        for taken in inputs
+        if sha256_if_same(Path(taken.path), taken.bytes, taken.mtime_ns, taken.inode) == taken.sha256
+    }
 
 
 def _anchor(item: Item, kind: str) -> Anchor | None:

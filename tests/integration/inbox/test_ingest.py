@@ -398,3 +398,36 @@ async def test_ingest_content_under_way_in_another_daemon_is_not_taken_again(
     assert await inbox.tick() == 1
     (item,) = items(ledger)
     assert [j.name for j in ledger.jobs_of(item.id)] == ["clip.de", "clip.es"]
+
+
+async def test_ingest_inbox_replaced_by_a_link_pauses_and_takes_nothing(
+    world: Path, ledger: Ledger, media: dict[str, Path]
+) -> None:
+    config = rules(world, dub_rule(world, ", watch_mode: poll"))
+    elsewhere = world / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(media["video.mp4"], elsewhere / "foreign.mp4")
+    inbox = InboxIngest(config.inboxes()[0], ledger, poll=True)
+    inbox.stability.stable_after = 0.0
+    (world / "in").rmdir()
+    (world / "in").symlink_to(elsewhere)  # someone's other folder now stands where the inbox was
+    for _ in range(3):
+        assert await inbox.tick() == 0
+    assert inbox.paused is not None and "symbolic link" in inbox.paused
+    assert items(ledger) == [] and (elsewhere / "foreign.mp4").exists()
+
+
+async def test_ingest_one_plan_the_outbox_refuses_never_stops_the_others(
+    world: Path, ledger: Ledger, media: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = rules(world, dub_rule(world, ", watch_mode: poll, recursive: true"))
+    (world / "out" / "sub").write_text("a file where the subfolder's sidecars would go")
+    (world / "in" / "sub").mkdir()
+    shutil.copy(media["video.mp4"], world / "in" / "sub" / "clip.mp4")
+    shutil.copy(media["speech.mov"], world / "in" / "other.mov")
+    inbox = InboxIngest(config.inboxes()[0], ledger, poll=True)
+    inbox.stability.stable_after = 0.0
+    for _ in range(3):
+        await inbox.tick()
+    assert [i.key for i in items(ledger)] == ["other"]
+    assert sum("cannot be planned now" in r.message for r in caplog.records) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -273,3 +274,27 @@ async def test_delivery_sidecars_follow_the_umask(world: World, media: dict[str,
         os.umask(old)
     mode = (world.outbox / "lea.facedub.status.json").stat().st_mode & 0o777
     assert mode == 0o664  # group-writable for the people who share the folder, as UMask=0002 asks
+
+
+async def test_delivery_fifo_where_an_input_was_never_hangs_delivery(world: World, media: dict[str, Path]) -> None:
+    """on_success: delete hashes an input before deleting it: a FIFO left in its place must not block."""
+    item = world.drop_pair("max", media)
+    settings = world.ledger.item(item.id).settings
+    assert settings is not None
+    with world.ledger.transaction() as db:
+        db.execute(
+            "UPDATE items SET settings = ? WHERE id = ?", (replace(settings, on_success="delete").dumps(), item.id)
+        )
+    other = world.drop_pair("ned", media)
+    await world.settle()
+    await world.settle()
+    world.fake.finish("j1")
+    world.fake.finish("j2")
+    await world.lifecycle.poll("facedub")
+    video = world.inbox / "max.mp4"
+    video.unlink()
+    os.mkfifo(video)  # no writer will ever come
+    await asyncio.wait_for(world.lifecycle.deliver(), timeout=10)
+    assert world.ledger.item(other.id).state == ItemState.DELIVERED
+    assert world.ledger.item(item.id).state == ItemState.DELIVERED
+    assert video.exists() and not (world.inbox / "max.jpg").exists()  # the FIFO is not the input: left alone
