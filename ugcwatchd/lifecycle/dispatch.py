@@ -210,4 +210,6 @@ class Dispatch:
             )
             w.retry_later(job, disposition.after)
         else:
+            # Nothing was created (or it costs nothing, like an unstarted DubLab record): sent again later.
+            log.info("%s: %s: not sent this time (%s); again in %.0f s", ps.name, job.name, exc, disposition.after)
             w.back_to_queue(job, disposition.after)
