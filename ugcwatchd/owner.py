@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import AlreadyRunning, UgcwatchdError, map_os_errors
+from .outbox.files import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -63,30 +64,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # alive, another user's
     return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # some network filesystems refuse it; the rename is what counts
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    """A temporary file in the same folder, fsync'd and renamed into place; never creates the folder."""
-    temp = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with temp.open("xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, target)
-        _fsync_dir(target.parent)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -180,7 +157,7 @@ def _state_id(state_dir: Path) -> str:
     if _ID.fullmatch(text):
         return text
     new = secrets.token_hex(8)
-    _write_atomic(path, f"{new}\n".encode())
+    write_atomic(path, f"{new}\n".encode(), mode=0o644)
     return new
 
 
@@ -255,7 +232,8 @@ class InboxClaim:
         me, wall = self.me, self.wall()
         stamps = {"claimed_at": _iso(self._claimed_at or wall), "refreshed_at": _iso(wall)}
         document = {"host": me.host, "pid": me.pid, "state_id": me.state_id, **stamps}
-        _write_atomic(self.path, (json.dumps(document) + "\n").encode())
+        # Readable by the daemons of other hosts and users, whatever our umask.
+        write_atomic(self.path, (json.dumps(document) + "\n").encode(), mode=0o644)
         self._written_at = now
 
     # -- refresh ----------------------------------------------------------------------------------
@@ -377,7 +355,7 @@ class InboxClaim:
             found = self._read()
             if found is not None and found.holder == self.me:
                 self.path.unlink(missing_ok=True)
-                _fsync_dir(self.folder)
+                fsync_dir(self.folder)
         except OSError as exc:
             log.warning("inbox %s: cannot remove its claim (%s); it goes stale in a minute", self.folder, exc.strerror)
         finally:

@@ -6,6 +6,7 @@ fsync'd, so a reader on the share never sees half a sidecar and a crash never le
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -23,12 +24,14 @@ def iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; some network filesystems refuse it, and the rename is what counts."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class FolderGone(OSError):
@@ -78,11 +81,11 @@ def ensure_folder(folder: Path, anchor: Anchor | None) -> None:
         base.mkdir(exist_ok=True)
 
 
-def write_atomic(target: Path, data: bytes) -> None:
+def write_atomic(target: Path, data: bytes, *, mode: int | None = None) -> None:
     """Write ``data`` to ``target`` (whose folder exists) so that it is either all there or not at all.
 
-    The file gets 0666 less the process umask, like any file a program creates: the unit's
-    ``UMask=0002`` makes results group-writable for the people who share the folder.
+    The file gets 0666 less the process umask, like any file a program creates (the unit's
+    ``UMask=0002`` makes results group-writable for the people who share the folder), or ``mode``.
     """
     temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -90,8 +93,10 @@ def write_atomic(target: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(temp, mode)
         os.replace(temp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     finally:
         temp.unlink(missing_ok=True)
 
@@ -107,7 +112,7 @@ def remove(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         return
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def free_name(folder: Path, name: str) -> Path:
@@ -140,8 +145,8 @@ def move_input(source: Path, folder: Path, rel: str, anchor: Anchor | None = Non
             raise
         _copy_across(source, target)
         source.unlink()
-    _fsync_dir(target.parent)
-    _fsync_dir(source.parent)
+    fsync_dir(target.parent)
+    fsync_dir(source.parent)
     return target
 
 
@@ -154,7 +159,7 @@ def _copy_across(source: Path, target: Path) -> None:
             os.fsync(dst.fileno())
         shutil.copystat(source, temp)
         os.replace(temp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     finally:
         temp.unlink(missing_ok=True)  # never a .tmp left behind, whatever failed
 
