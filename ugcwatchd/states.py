@@ -39,6 +39,8 @@ class HoldReason(StrEnum):
     BUDGET = "budget"
     AMBIGUOUS = "ambiguous"
     PAUSED = "paused"  # shown in status sidecars while its provider is paused; never stored on a job
+    APPROVAL = "awaiting approval"  # the drop's estimate passed the rule's approve_above: an operator decides
+    CLIENT_BUDGET = "client budget"  # the rule's budget for this concrete inbox (this client) is spent
 
 
 class ErrorCode(StrEnum):
@@ -56,6 +58,8 @@ class ErrorCode(StrEnum):
     LOST_REMOTELY = "lost_remotely"
     DOWNLOAD_REFUSED = "download_refused"
     DOWNLOAD_FAILED = "download_failed"
+    BAD_FOLDER_OPTIONS = "bad_folder_options"
+    REJECTED_BY_OPERATOR = "rejected_by_operator"
 
 
 class FailStage(StrEnum):
@@ -69,6 +73,8 @@ class FailStage(StrEnum):
     START = "start"
     POLL = "poll"
     DOWNLOAD = "download"
+    OPTIONS = "options"  # the folder's name does not spell valid options
+    APPROVAL = "approval"  # an operator refused the quote
 
 
 # -- groups, named once -----------------------------------------------------------------------------
@@ -91,9 +97,16 @@ SENT_JOB_STATES = (*RUNNING_JOB_STATES, JobState.DELIVERED, JobState.FAILED, *WA
 SPENDING_JOB_STATES = (*RUNNING_JOB_STATES, JobState.DELIVERED)
 
 # Holds the daemon lifts by itself once credits or the budget allow.
-RELEASABLE_HOLDS = frozenset({HoldReason.CREDITS, HoldReason.BUDGET})
+RELEASABLE_HOLDS = frozenset({HoldReason.CREDITS, HoldReason.BUDGET, HoldReason.CLIENT_BUDGET})
 
 # Refused at planning, before anything was sent: `retry` cannot help, a new drop can.
 PLANNING_CODES = frozenset(
-    {ErrorCode.INVALID, ErrorCode.UNPAIRED, ErrorCode.AMBIGUOUS_PAIR, ErrorCode.TOO_MANY_JOBS, ErrorCode.DUPLICATE}
+    {
+        ErrorCode.INVALID,
+        ErrorCode.UNPAIRED,
+        ErrorCode.AMBIGUOUS_PAIR,
+        ErrorCode.TOO_MANY_JOBS,
+        ErrorCode.DUPLICATE,
+        ErrorCode.BAD_FOLDER_OPTIONS,
+    }
 )

@@ -12,14 +12,16 @@ import logging
 import os
 import posixpath
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..ledger import Earlier, Failure, InputFile, ItemSettings, JobDetail, Ledger, PlannedJob
 from ..names import fit_job_name
 from ..outbox.files import Anchor
+from ..providers.registry import estimate_params
 from ..rules import FaceDubAction, Inbox
-from ..states import ErrorCode, FailStage, JobState
+from ..states import ErrorCode, FailStage, HoldReason, JobState
 from .group import Candidate, Plan, plan_dublab, plan_facedub_batch, plan_facedub_stems
 from .stability import Stability
 
@@ -159,6 +161,7 @@ class Recorder:
                 shas = sorted((role, c.sha256) for role, c in plan.inputs)
             key = self._dedupe_key(params, shas)
             jobs.append(self._job(name, key, params, plan))
+        jobs = self._approval(jobs)
         inputs = [input_file(role, c) for role, c in plan.inputs]
         failed = all(j.state == JobState.FAILED for j in jobs)
         reason = plan.failure.code if plan.failure else (ErrorCode.DUPLICATE if failed else None)
@@ -174,12 +177,25 @@ class Recorder:
             jobs=jobs,
             reason=reason,
             settings=self._settings(),
+            parts=self.inbox.parts,
         )
         verb = f"failed ({reason})" if failed else "planned"
         # An input refused at planning gets an error sidecar: an operator filtering on warnings sees it.
         level = logging.WARNING if failed else logging.INFO
         log.log(level, "rule %s: %s %s: %s", self.rule.name, verb, plan.key, ", ".join(j.name for j in jobs))
         return True
+
+    def _approval(self, jobs: list[PlannedJob]) -> list[PlannedJob]:
+        """The jobs, held for an operator's approval when what they would cost passes ``approve_above``."""
+        limit = self.rule.approve_above
+        going = [j for j in jobs if j.state == JobState.QUEUED]
+        if limit is None or not going:
+            return jobs
+        estimate = sum(estimate_params(self.rule.provider, j.params) for j in going)
+        if estimate <= limit:
+            return jobs
+        waiting = JobDetail(held=HoldReason.APPROVAL)
+        return [replace(j, state=JobState.HELD, detail=waiting) if j.state == JobState.QUEUED else j for j in jobs]
 
     def _settings(self) -> ItemSettings:
         """The rule's disposal settings as they are now, and the folders they write into as they are now."""

@@ -37,7 +37,7 @@ def _after(prefix: str) -> str:
 
 
 # An item's columns renamed, beside a job's in one row (both tables have id, provider, outbox and state).
-_ITEM_FIELDS = ("id", "rule", "provider", "inbox", "outbox", "key", "state", "reason", "settings")
+_ITEM_FIELDS = ("id", "rule", "provider", "inbox", "outbox", "key", "state", "reason", "settings", "parts")
 _ITEM_COLUMNS = ", ".join(f"items.{c} AS item__{c}" for c in _ITEM_FIELDS)
 
 

@@ -247,6 +247,7 @@ class Item:
     state: ItemState
     reason: str | None
     settings: ItemSettings | None = None
+    parts: dict[str, str] = field(default_factory=dict)  # the named parts of its inbox: {"client": "acme"}
 
 
 def new_token() -> str:
@@ -265,6 +266,7 @@ def item_from_row(row: sqlite3.Row) -> Item:
         ItemState(row["state"]),
         row["reason"],
         ItemSettings.loads(row["settings"]),
+        json.loads(row["parts"]) if row["parts"] else {},
     )
 
 

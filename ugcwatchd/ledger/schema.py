@@ -160,6 +160,59 @@ SCHEMA: Sequence[str] = (
         UPDATE job_tally SET n = n - 1 WHERE provider = OLD.provider AND state = OLD.state;
     END;
     """,
+    # version 4: agencies. An item carries the named parts of its inbox (`{"client": "acme"}`); every paid
+    # remote job is one row of `charges` (delivered, or failed after the provider charged for it), which
+    # statements read and whose insert keeps the `charged` tally; facts a provider told (its language
+    # list) are cached with the time they were read.
+    """
+    ALTER TABLE items ADD COLUMN parts TEXT;
+    CREATE INDEX items_rule_inbox ON items(rule, inbox, state);
+    CREATE TABLE charges (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        item_id INTEGER NOT NULL REFERENCES items(id),
+        provider TEXT NOT NULL,
+        remote_id TEXT NOT NULL,
+        credits REAL NOT NULL,
+        billed_seconds REAL,
+        overage INTEGER,
+        state TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX charges_remote ON charges(provider, remote_id);
+    CREATE INDEX charges_at ON charges(at);
+    CREATE INDEX charges_item ON charges(item_id);
+    INSERT INTO charges (job_id, item_id, provider, remote_id, credits, billed_seconds, overage, state, at)
+        SELECT j.id, j.item_id, j.provider, j.remote_id, c.credits,
+               CASE WHEN json_valid(j.detail) THEN json_extract(j.detail, '$.remote.billed_seconds') END,
+               NULL, j.state, COALESCE(CASE WHEN json_valid(j.detail) THEN json_extract(j.detail, '$.completed_at') END,
+                                       j.updated_at)
+        FROM jobs j JOIN job_charges c ON c.id = j.id
+        WHERE j.state = 'delivered' AND c.credits > 0 AND j.remote_id IS NOT NULL;
+    DROP TRIGGER jobs_tally_insert;
+    DROP TRIGGER jobs_tally_update;
+    CREATE TRIGGER jobs_tally_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_tally VALUES (NEW.provider, NEW.state, 1)
+            ON CONFLICT (provider, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER jobs_tally_update AFTER UPDATE OF state ON jobs WHEN OLD.state IS NOT NEW.state BEGIN
+        UPDATE job_tally SET n = n - 1 WHERE provider = OLD.provider AND state = OLD.state;
+        INSERT INTO job_tally VALUES (NEW.provider, NEW.state, 1)
+            ON CONFLICT (provider, state) DO UPDATE SET n = n + 1;
+    END;
+    -- a charge is recorded once per remote job (charges_remote): the tally adds it once
+    CREATE TRIGGER charges_tally AFTER INSERT ON charges BEGIN
+        INSERT INTO charged VALUES (NEW.provider, NEW.credits)
+            ON CONFLICT (provider) DO UPDATE SET credits = credits + excluded.credits;
+    END;
+    CREATE TABLE facts (
+        provider TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (provider, name)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(SCHEMA)
 

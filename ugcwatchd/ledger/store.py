@@ -18,7 +18,8 @@ from typing import Any
 
 from ..errors import LedgerError, StaleTransition
 from ..names import to_db
-from ..states import ItemState, JobState
+from ..states import TERMINAL_JOB_STATES, ItemState, JobState
+from .charges import Charges
 from .inputs import Inputs
 from .queries import Queries
 from .records import InputFile, Item, ItemSettings, Job, JobDetail, PlannedJob, new_token
@@ -28,7 +29,7 @@ BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's write 
 JOB_FIELDS = frozenset({"stage", "remote_id", "sent_at", "attempts", "detail", "token", "estimate"})
 
 
-class Ledger(Queries, Inputs):
+class Ledger(Queries, Inputs, Charges):
     """One SQLite file in the state folder; every method commits before it returns."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
@@ -117,6 +118,9 @@ class Ledger(Queries, Inputs):
 
     # -- creating items ---------------------------------------------------------------------------
 
+    def _now(self) -> float:
+        return self._clock()
+
     def add_item(
         self,
         *,
@@ -130,13 +134,14 @@ class Ledger(Queries, Inputs):
         state: ItemState = ItemState.PLANNED,
         reason: str | None = None,
         settings: ItemSettings | None = None,
+        parts: dict[str, str] | None = None,
     ) -> Item:
         """Record an item with its inputs and jobs in one transaction."""
         now = self._clock()
         with self.transaction() as db:
             cur = db.execute(
-                "INSERT INTO items (rule, provider, inbox, outbox, key, state, reason, settings, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items (rule, provider, inbox, outbox, key, state, reason, settings, parts, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rule,
                     provider,
@@ -146,6 +151,7 @@ class Ledger(Queries, Inputs):
                     state,
                     reason,
                     settings.dumps() if settings else None,
+                    json.dumps(parts, sort_keys=True) if parts else None,
                     now,
                     now,
                 ),
@@ -223,6 +229,8 @@ class Ledger(Queries, Inputs):
             db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (to, self._clock(), *values.values(), job_id))  # noqa: S608
             logged = {k: v.to_json() if isinstance(v, JobDetail) else v for k, v in fields.items()}
             self._event(row["item_id"], job_id, f"job {current} -> {to}", logged or None)
+            if to in TERMINAL_JOB_STATES:
+                self._charge(db, job_id, to)
         return self.job(job_id)
 
     def annotate_job(self, job_id: int, detail: JobDetail) -> Job:

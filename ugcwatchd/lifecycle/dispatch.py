@@ -15,7 +15,7 @@ from datetime import datetime
 from ..errors import ProviderError
 from ..ledger import Job, Ledger
 from ..providers.transfer import check_unchanged
-from ..states import FailStage, HoldReason, JobState
+from ..states import RELEASABLE_HOLDS, FailStage, HoldReason, JobState
 from .context import ProviderState, Work
 from .disposition import Fail, Hold, Pause, Retry, Step, decide, foreseen
 from .reconcile import Reconcile
@@ -134,7 +134,7 @@ class Dispatch:
         # Cheapest first: credits and budgets refuse a larger estimate no later than a smaller one, so once
         # the cheapest job waiting for them cannot go, no dearer one can: a tick reads one held job, not all.
         for job in w.ledger.held_cheapest_first(ps.name):
-            if job.held not in (HoldReason.CREDITS, HoldReason.BUDGET):
+            if job.held not in RELEASABLE_HOLDS:
                 continue
             if self.hold_reason(ps, job) is not None:
                 if job.estimate is None:

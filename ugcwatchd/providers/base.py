@@ -82,6 +82,7 @@ class RemoteState:
     error: str | None = None
     credits_charged: int | None = None
     billed_seconds: float | None = None
+    is_overage: bool | None = None  # FaceDub: the charge went beyond the plan's credits
 
     @property
     def final(self) -> bool:

@@ -15,6 +15,7 @@ from .model import (
     PHOTO_PATTERNS,
     VIDEO_PATTERNS,
     Behaviour,
+    Budget,
     DubLabAction,
     DubLabProvider,
     FaceDubAction,
@@ -25,7 +26,7 @@ from .model import (
     Rule,
     RulesFile,
 )
-from .resolve import Config, Inbox, ResolvedRule, find_overlaps
+from .resolve import PART, Config, Inbox, ResolvedRule, find_overlaps
 from .values import (
     ApiUrl,
     Duration,
@@ -45,10 +46,12 @@ __all__ = [
     "AUDIO_PATTERNS",
     "BEHAVIOUR_FIELDS",
     "DEFAULT_IGNORE",
+    "PART",
     "PHOTO_PATTERNS",
     "VIDEO_PATTERNS",
     "ApiUrl",
     "Behaviour",
+    "Budget",
     "Config",
     "DubLabAction",
     "DubLabProvider",

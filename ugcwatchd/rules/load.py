@@ -23,11 +23,22 @@ from .model import (
     BEHAVIOUR_FIELDS,
     PHOTO_PATTERNS,
     VIDEO_PATTERNS,
+    Behaviour,
     DubLabAction,
     FaceDubAction,
+    Rule,
     RulesFile,
 )
-from .resolve import Config, ResolvedRule, absolute, find_overlaps, name_from, unique_name
+from .resolve import (
+    BUILT_IN_TEMPLATES,
+    PART,
+    Config,
+    ResolvedRule,
+    absolute,
+    find_overlaps,
+    name_from,
+    unique_name,
+)
 
 
 def load_rules(path: Path, env: Mapping[str, str] | None = None) -> Config:
@@ -48,7 +59,8 @@ def load_rules(path: Path, env: Mapping[str, str] | None = None) -> Config:
     problems: list[Problem] = []
     rules = _resolve_rules(model, path, source, problems)
     config = Config(path, source, model.providers, rules, model.metrics_listen, model.notify)
-    problems += find_overlaps(config, config.inboxes())
+    if not problems:  # the folders can be resolved only once every template is known
+        problems += find_overlaps(config, config.inboxes())
     if problems:
         raise ConfigProblems(problems)
     return config
@@ -72,6 +84,7 @@ def _resolve_rules(model: RulesFile, path: Path, source: Source, problems: list[
         match = tuple(rule.match or ()) or (
             PHOTO_PATTERNS + VIDEO_PATTERNS if isinstance(action, FaceDubAction) else VIDEO_PATTERNS + AUDIO_PATTERNS
         )
+        problems += _check_parts(rule, behaviour, i, source)
         resolved.append(
             ResolvedRule(
                 i,
@@ -83,9 +96,37 @@ def _resolve_rules(model: RulesFile, path: Path, source: Source, problems: list[
                 match,
                 rule.notify or model.notify,
                 frozenset(rule.model_fields_set),
+                rule.approve_above,
+                rule.budget,
             )
         )
     return tuple(resolved)
+
+
+def _check_parts(rule: Rule, behaviour: Behaviour, index: int, source: Source) -> list[Problem]:
+    """A template may use a named part only if the inbox pattern names it; a part may not shadow a built-in."""
+    problems = []
+    named = set(PART.findall(rule.inbox))
+    for shadow in sorted(named & BUILT_IN_TEMPLATES):
+        problems.append(
+            source.problem(
+                ("rules", index, "inbox"), f"{{{shadow}}} is a built-in template; give the named part another name"
+            )
+        )
+    for key in ("outbox", "archive_dir", "failed_dir"):
+        own = key == "outbox" or key in rule.model_fields_set
+        used = set(PART.findall(getattr(rule if own else behaviour, key))) - BUILT_IN_TEMPLATES
+        for unknown in sorted(used - named):
+            built_in = BUILT_IN_TEMPLATES - {"outbox"} if key == "outbox" else BUILT_IN_TEMPLATES
+            known = ", ".join(f"{{{n}}}" for n in sorted(built_in | named))
+            problems.append(
+                source.problem(
+                    ("rules", index, key) if own else ("defaults", key),
+                    f"unknown template {{{unknown}}}: the inbox of rules[{index}] names no such part"
+                    f" (known here: {known})",
+                )
+            )
+    return problems
 
 
 # -- pydantic errors as problems ----------------------------------------------------------------------

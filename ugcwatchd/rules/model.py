@@ -117,9 +117,11 @@ class Behaviour(_Strict):
     ignore: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE))
     on_success: Literal["archive", "delete", "keep"] = "archive"
     on_failure: Literal["move", "keep"] = "move"
-    archive_dir: Annotated[str, template("outbox", "inbox", "name")] = "{outbox}/originals"
-    failed_dir: Annotated[str, template("outbox", "inbox", "name")] = "{outbox}/failed"
+    archive_dir: Annotated[str, template("outbox", "inbox", "name", parts=True)] = "{outbox}/originals"
+    failed_dir: Annotated[str, template("outbox", "inbox", "name", parts=True)] = "{outbox}/failed"
     reprocess_duplicates: bool = False
+    # per_inbox: content is a duplicate only of work done for the same concrete inbox (the same client)
+    duplicates: Literal["per_inbox", "per_rule"] = "per_inbox"
 
 
 BEHAVIOUR_FIELDS = frozenset(Behaviour.model_fields)
@@ -144,7 +146,10 @@ class DubLabAction(_Strict):
 
     to: list[TargetLanguage] = Field(min_length=1)
     from_: SourceLanguage = Field("auto", alias="from")
-    studio_quality: bool = False
+    # true | false | the target languages that get studio quality (2x credits)
+    studio_quality: bool | list[TargetLanguage] = False
+    # a file in a subfolder named like `de+es` or `fr@studio` is dubbed into those languages instead
+    options_from_folders: bool = False
 
     @model_validator(mode="after")
     def _distinct(self) -> DubLabAction:
@@ -153,15 +158,41 @@ class DubLabAction(_Strict):
             raise ValueError(f"to lists {', '.join(repeated)} more than once")
         if self.from_ in self.to:
             raise ValueError(f"to includes the source language {self.from_!r}")
+        if isinstance(self.studio_quality, list):
+            stray = sorted(set(self.studio_quality) - set(self.to))
+            if stray:
+                raise ValueError(f"studio_quality lists {', '.join(stray)}, which to does not")
+        return self
+
+    def studio_for(self, lang: str) -> bool:
+        """Whether the dub into ``lang`` is made in studio quality."""
+        if isinstance(self.studio_quality, bool):
+            return self.studio_quality
+        return lang in self.studio_quality
+
+
+class Budget(_Strict):
+    """A rule's spend limit per concrete inbox (per client), in its provider's unit."""
+
+    daily: int | None = Field(None, ge=0)
+    monthly: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> Budget:
+        if self.daily is None and self.monthly is None:
+            raise ValueError("a budget needs daily, monthly or both")
         return self
 
 
 class Rule(Behaviour):
     name: Annotated[str, AfterValidator(check_name)] | None = None
     inbox: str = Field(min_length=1)
-    outbox: Annotated[str, template("inbox", "name"), Field(min_length=1)] = "../outbox"
+    outbox: Annotated[str, template("inbox", "name", parts=True), Field(min_length=1)] = "../outbox"
     match: list[str] | None = Field(None, min_length=1)
     notify: Notify | None = None
+    # credits (DubLab: seconds of credit): a drop whose estimate passes this waits for an operator's approval
+    approve_above: int | None = Field(None, ge=0)
+    budget: Budget | None = None
     facedub: FaceDubAction | None = None
     dublab: DubLabAction | None = None
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import glob
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from ..errors import Problem
 from ..yamlsource import PathKey, Source
-from .model import BEHAVIOUR_FIELDS, Behaviour, DubLabAction, FaceDubAction, Notify, Providers
+from .model import BEHAVIOUR_FIELDS, Behaviour, Budget, DubLabAction, FaceDubAction, Notify, Providers
+
+BUILT_IN_TEMPLATES = frozenset({"outbox", "inbox", "name"})
+# A named part of an inbox pattern: `{client}` matches one path segment (like `*`) and names it.
+PART = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,13 @@ class Inbox:
     outbox: Path
     archive_dir: Path
     failed_dir: Path
+    # derived from the path; left out of equality and hashing (a dict is not hashable)
+    parts: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def parts_label(self) -> str:
+        """The named parts as one short text (``client=acme``), or ``""``."""
+        return ",".join(f"{k}={v}" for k, v in self.parts.items())
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class ResolvedRule:
     match: tuple[str, ...]
     notify: Notify | None
     explicit: frozenset[str]  # the keys the rule set itself, not inherited from defaults
+    approve_above: int | None = None  # a drop estimated above this waits for an operator
+    budget: Budget | None = None  # per concrete inbox (per client)
 
     def key_path(self, key: str) -> PathKey:
         """Where ``key`` of this rule was written: in the rule, or in ``defaults``."""
@@ -53,18 +66,46 @@ class ResolvedRule:
         return "facedub" if isinstance(self.action, FaceDubAction) else "dublab"
 
     @property
+    def part_names(self) -> tuple[str, ...]:
+        """The named parts of the inbox pattern, in order (``("client",)``)."""
+        return tuple(dict.fromkeys(PART.findall(self.pattern)))
+
+    @property
+    def glob_pattern(self) -> str:
+        """The inbox pattern as a glob: each named part matches like ``*``."""
+        return PART.sub("*", self.pattern)
+
+    @property
     def is_glob(self) -> bool:
-        return glob.has_magic(self.pattern)
+        return glob.has_magic(self.glob_pattern)
 
     def inboxes(self) -> list[Inbox]:
         """The concrete inboxes now: every folder the pattern matches (the path itself if not a glob)."""
         if not self.is_glob:
             return [self.inbox_at(Path(self.pattern))]
-        found = sorted(p for p in glob.glob(self.pattern) if os.path.isdir(p) and not os.path.islink(p))
+        found = sorted(p for p in glob.glob(self.glob_pattern) if os.path.isdir(p) and not os.path.islink(p))
         return [self.inbox_at(Path(p)) for p in found]
 
+    def parts_of(self, path: Path) -> dict[str, str]:
+        """The values of the named parts in ``path`` (empty when the pattern names none or does not match)."""
+        names = self.part_names
+        if not names:
+            return {}
+        regex, seen = "", set()
+        for n, piece in enumerate(PART.split(self.pattern)):
+            if n % 2 == 0:
+                regex += re.escape(piece).replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+            elif piece in seen:
+                regex += f"(?P={piece})"
+            else:
+                seen.add(piece)
+                regex += f"(?P<{piece}>[^/]+)"
+        found = re.fullmatch(regex, str(path))
+        return {k: v for k, v in found.groupdict().items()} if found else {}
+
     def inbox_at(self, path: Path) -> Inbox:
-        values = {"inbox": str(path), "name": path.name}
+        parts = self.parts_of(path)
+        values = {**parts, "inbox": str(path), "name": path.name}
         outbox = absolute(self.outbox.format(**values), path)
         values["outbox"] = str(outbox)
         return Inbox(
@@ -73,6 +114,7 @@ class ResolvedRule:
             outbox,
             absolute(self.behaviour.archive_dir.format(**values), path),
             absolute(self.behaviour.failed_dir.format(**values), path),
+            parts,
         )
 
 
@@ -105,7 +147,9 @@ def absolute(path: str, base: Path) -> Path:
 
 def name_from(inbox: str) -> str:
     """A rule name made from the last two literal parts of its inbox path."""
-    parts = [p for p in Path(inbox).parts if not glob.has_magic(p) and p not in ("/", "~", ".", "..")]
+    parts = [
+        p for p in Path(inbox).parts if not glob.has_magic(p) and not PART.search(p) and p not in ("/", "~", ".", "..")
+    ]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts[-2:])).strip("-.")
     return slug or "rule"
 

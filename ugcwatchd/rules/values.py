@@ -95,14 +95,20 @@ def parse_facedub_duration(value: object) -> object:
     raise ValueError(f"{value!r} is not 'auto' or a whole number of seconds from 1 to 30")
 
 
-def template(*allowed: str) -> AfterValidator:
-    """A path template that may use only the ``allowed`` placeholders."""
+PART_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def template(*allowed: str, parts: bool = False) -> AfterValidator:
+    """A path template that may use only the ``allowed`` placeholders (and, with ``parts``, any plain
+    ``{word}``: a named part of the inbox pattern, checked against the pattern once the rule is whole)."""
 
     def check(text: str) -> str:
         try:
             fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
         except ValueError as exc:
             raise ValueError(f"{text!r} is not a valid template: {exc}") from None
+        if parts:
+            fields = {f for f in fields if not PART_NAME.fullmatch(f)}
         unknown = sorted(fields - set(allowed))
         if unknown:
             known = ", ".join(f"{{{a}}}" for a in allowed)
