@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 
+from . import languages, yamlsource
 from .errors import AuthRejected, ConfigError, Problem, RateLimited, Transient, UgcwatchdError
+from .inbox.mounts import creatable_below
+from .inbox.options import rule_targets
+from .ledger import FILE_NAME
+from .ledger.facts import write_languages
+from .live_languages import refresh, use_cached
 from .providers import registry
-from .rules import Config, DubLabAction, FaceDubAction, Inbox, ResolvedRule
+from .rules import Config, DubLabAction, FaceDubAction, Inbox, Providers, ResolvedRule
 from .settings import ApiKey, Settings, api_key, state_dir_problem, unreadable_credential
 
 
@@ -69,18 +78,13 @@ def created_by_run(inbox: Inbox) -> bool:
 
     (A folder on another device may be a bare mount point whose share is offline: ``run`` never writes there.)
     """
-    outbox = inbox.outbox
-    try:
-        if outbox.exists() or not outbox.parent.is_dir():
-            return False
-        return os.stat(outbox.parent).st_dev == os.stat(inbox.path).st_dev
-    except OSError:
-        return False
+    return creatable_below(inbox.outbox, inbox.path) is not None
 
 
 def _outbox_problem(inbox: Inbox) -> str | None:
-    if created_by_run(inbox):
-        return folder_problem(inbox.outbox.parent, write=True, purpose=f"to create the outbox {inbox.outbox}")
+    base = creatable_below(inbox.outbox, inbox.path)
+    if base is not None:
+        return folder_problem(base, write=True, purpose=f"to create the outbox {inbox.outbox}")
     return folder_problem(inbox.outbox, write=True, purpose="to write results and sidecars")
 
 
@@ -131,8 +135,8 @@ def _describe_action(rule: ResolvedRule) -> str:
             text += f", pair_timeout {_seconds(action.pair_timeout)}"
         return text
     assert isinstance(action, DubLabAction)
-    quality = ", studio quality" if action.studio_quality else ""
-    return f"dublab: {action.from_} -> {', '.join(action.to)}{quality}"
+    folders = ", or as each subfolder names (options_from_folders)" if action.options_from_folders else ""
+    return f"dublab: {action.from_} -> {rule_targets(action).describe()}{folders}"
 
 
 def _describe_rule(rule: ResolvedRule, inboxes: list[Inbox], report: Report) -> None:
@@ -143,7 +147,7 @@ def _describe_rule(rule: ResolvedRule, inboxes: list[Inbox], report: Report) -> 
         f"  stable_after {_seconds(b.stable_after)}, watch_mode {b.watch_mode}, "
         f"rescan_every {_seconds(b.rescan_every)}, "
         f"recursive {'yes' if b.recursive else 'no'}, on_success {b.on_success}, on_failure {b.on_failure}, "
-        f"reprocess_duplicates {'yes' if b.reprocess_duplicates else 'no'}"
+        f"reprocess_duplicates {'yes' if b.reprocess_duplicates else 'no'}, duplicates {b.duplicates}"
     )
     if rule.is_glob and not inboxes:
         report.warnings.append(
@@ -259,3 +263,53 @@ def _check_live_languages(config: Config, provider: str, live: frozenset[str], r
                 if code not in live:
                     path = ("rules", rule.index, provider, "to", n)
                     report.problems.append(config.problem(path, f"{code!r} is not in DubLab's current language list"))
+
+
+# -- the language list the rules are checked against ------------------------------------------------
+
+
+def use_languages(rules: Path, settings: Settings, *, online: bool) -> str:
+    """Put in use the language list to check the rules against, before they are loaded; what it is, in words.
+
+    Online, each provider whose key is set is asked now, and what it says is cached in the daemon's ledger
+    if there is one (never created here). Else, or when that fails, the cached list; else the built-in one.
+    Nothing here fails: a provider that cannot be asked is verified, and reported, by :func:`check_online`.
+    """
+    state_dir = settings.resolved_state_dir()
+    use_cached(state_dir)
+    said = f"languages: the list cached in {state_dir / FILE_NAME}" if languages.live() else ""
+    providers = _providers_block(rules) if online else None
+    if providers is not None:
+        for name, codes in asyncio.run(_read_live(providers, settings)).items():
+            cached = write_languages(state_dir / FILE_NAME, name, codes, time.time())
+            said = f"languages: {name}'s current list ({len(codes)})" + (", cached in the ledger" if cached else "")
+    return said or f"languages: the built-in list ({len(languages.BUILT_IN)})"
+
+
+def _providers_block(rules: Path) -> Providers | None:
+    """The ``providers`` block of the rules file alone: the rules are checked against the language list
+    the providers give, so they cannot be loaded first. None when it cannot be read (load_rules says why)."""
+    try:
+        source = yamlsource.load(rules.read_text(encoding="utf-8"), str(rules), None)
+        block = source.data.get("providers") if isinstance(source.data, dict) else None
+        return Providers.model_validate(block or {})
+    except (UgcwatchdError, ValidationError, OSError, UnicodeDecodeError):
+        return None
+
+
+async def _read_live(providers: Providers, settings: Settings) -> dict[str, frozenset[str]]:
+    """Each provider's language list, from every provider whose key is set."""
+    read: dict[str, frozenset[str]] = {}
+    for name in registry.names():
+        try:
+            key = api_key(name, providers.settings(name).api_key, settings)
+        except ConfigError:
+            continue
+        if key.value is None or not key.present:
+            continue
+        adapter = registry.build_provider(name, providers.settings(name), key.value)
+        try:
+            read.update(await refresh({name: adapter}, None, quiet=True))
+        finally:
+            await adapter.aclose()
+    return read

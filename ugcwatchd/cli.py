@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .answer import add_command as add_answers
 from .errors import (
     ConfigError,
     ConfigProblems,
@@ -20,6 +22,11 @@ from .errors import (
 )
 from .init import add_command as add_init
 from .ledger import JOB_STATES
+from .statement import add_command as add_statement
+
+if TYPE_CHECKING:
+    from .rules import Config
+    from .settings import Settings
 
 
 def _fraction(text: str) -> float:
@@ -186,13 +193,17 @@ def _add_check(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .check import check_offline, check_online
+    from .check import check_offline, check_online, use_languages
     from .rules import load_rules
     from .settings import Settings
 
     settings = Settings.from_env()
-    config = load_rules(settings.rules_path(args.config))
+    path = settings.rules_path(args.config)
+    # The rules are checked against DubLab's own language list: asked now (online), else the ledger's copy.
+    languages = use_languages(path, settings, online=not args.offline)
+    config = load_rules(path)
     report = check_offline(config, settings)
+    report.lines.append(languages)
     if not args.offline:
         asyncio.run(check_online(config, settings, report))
     for line in report.lines:
@@ -214,11 +225,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .daemon import Daemon
     from .providers import registry
-    from .rules import load_rules
-    from .settings import Settings, api_key, check_state_dir
+    from .settings import Settings, api_key, check_state_dir, console_token
 
     settings = Settings.from_env()
-    config = load_rules(settings.rules_path(args.config))
+    config = _load_rules(args, settings)  # the daemon reads DubLab's language list again at start
     # Every provider's key is masked in the logs, used by a rule or not; a key that cannot be used stops
     # the daemon only when a rule needs it (as `check` says).
     used = {rule.provider for rule in config.rules}
@@ -232,6 +242,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             continue
         if key is not None:
             secrets.append(key.get_secret_value())
+    with contextlib.suppress(ConfigError):  # the console reports a bad token itself, when it is used
+        token = console_token(settings)
+        if token is not None:
+            secrets.append(token.get_secret_value())
     logs.setup(settings.log_level, settings.log_format, secrets, debug=args.debug)
     # Before anything is locked or opened there: SQLite on a network share can corrupt the ledger.
     check_state_dir(settings.resolved_state_dir())
@@ -303,12 +317,20 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _load_rules(args: argparse.Namespace, settings: Settings) -> Config:
+    """The rules file, checked against DubLab's language list as the daemon last read it (else built in)."""
+    from .live_languages import use_cached
+    from .rules import load_rules
+
+    use_cached(settings.resolved_state_dir())
+    return load_rules(settings.rules_path(args.config))
+
+
 def _cmd_retry(args: argparse.Namespace) -> int:
     from .ops import retry
-    from .rules import load_rules
     from .settings import Settings
 
-    config = load_rules(Settings.from_env().rules_path(args.config))
+    config = _load_rules(args, Settings.from_env())
     for line in retry(_ledger(), config, args.items):
         print(line)
     return ExitCode.OK
@@ -316,22 +338,20 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from .plan import plan
-    from .rules import load_rules
     from .settings import Settings
 
     settings = Settings.from_env()
-    for line in plan(load_rules(settings.rules_path(args.config)), settings):
+    for line in plan(_load_rules(args, settings), settings):
         print(line)
     return ExitCode.OK
 
 
 def _cmd_usage(args: argparse.Namespace) -> int:
     from .ops import run_usage
-    from .rules import load_rules
     from .settings import Settings
 
     settings = Settings.from_env()
-    for line in run_usage(load_rules(settings.rules_path(args.config)), settings):
+    for line in run_usage(_load_rules(args, settings), settings):
         print(line)
     return ExitCode.OK
 
@@ -351,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_init(commands)
     _add_check(commands)
     _add_ops(commands)
+    add_statement(commands)
+    add_answers(commands)
     _add_demo(commands)
     _add_sandbox(commands)
     return parser

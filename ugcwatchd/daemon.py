@@ -18,10 +18,12 @@ import httpx
 import sdnotify
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from .console import Console
 from .errors import ConfigError, UgcwatchdError, map_os_errors
 from .inbox.ingest import Ingestion
 from .ledger import Ledger
 from .lifecycle import Lifecycle, ProviderState
+from .live_languages import REFRESH_EVERY, refresh
 from .metrics import Metrics
 from .owner import StateLock
 from .providers.registry import build_provider
@@ -112,6 +114,8 @@ class Daemon:
         self._running: set[asyncio.Task[Any]] = set()
         self._providers_changing = asyncio.Lock()  # a reload and a key re-check never rebuild at once
         self._refused = ""  # the reason of the last refused reload, until one succeeds
+        # The web console reads the providers' live state through this same dict, and the current rules.
+        self.console = Console(self.ledger.path, lambda: self.providers, lambda: self.config, settings)
 
     def _tracked(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """A scheduled step that shutdown can wait for, instead of cancelling it mid-way."""
@@ -136,9 +140,11 @@ class Daemon:
         add = self.scheduler.add_job
         add(self._tracked(self.lifecycle.dispatch), "interval", seconds=0.5, id="dispatch", **JOB_OPTIONS)
         add(self._tracked(self.lifecycle.deliver), "interval", seconds=0.5, id="deliver", **JOB_OPTIONS)
+        add(self._tracked(self.lifecycle.answer), "interval", seconds=1, id="approvals", **JOB_OPTIONS)
         for name in self.providers:
             self._schedule_poll(name)
         add(self._report, "interval", seconds=5, id="status", **JOB_OPTIONS)
+        add(self._tracked(self.refresh_languages), "interval", seconds=REFRESH_EVERY, id="languages", **JOB_OPTIONS)
         add(self._tracked(self.recheck_keys), "interval", seconds=KEY_RECHECK, id="keys", **JOB_OPTIONS)
         usec = os.environ.get("WATCHDOG_USEC")
         if usec and usec.isdigit() and os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(os.getpid()):
@@ -176,6 +182,8 @@ class Daemon:
                 on_answer=self._answers,
                 in_flight=lambda name: [j.id for j in self.ledger.jobs_in(JobState.SUBMITTING, provider=name)],
             )
+            # Last: a new console address is bound here, so a taken one refuses the reload.
+            console = self.console.prepare(config.console_listen)
         except UgcwatchdError as exc:
             log.error("reload refused, the old rules stay: %s", exc)
             self._refused = _ascii(str(exc))
@@ -183,6 +191,7 @@ class Daemon:
             return
         self._refused = ""
         await self._apply(changes, config)
+        await self.console.apply(console)
         for job_id in ("ingest-tick", "ingest-globs"):
             self.scheduler.remove_job(job_id)
         self.ingestion.stop()
@@ -249,6 +258,10 @@ class Daemon:
         await ps.provider.remember([j.sent_at for j in self.ledger.sent_since(ps.name, since) if j.sent_at])
         await self.lifecycle.refresh_account(ps)
 
+    async def refresh_languages(self) -> None:
+        """The providers' language lists, read again and cached: a language added is accepted at once."""
+        await refresh({name: ps.provider for name, ps in self.providers.items()}, self.ledger)
+
     def _schedule_poll(self, name: str) -> None:
         self.scheduler.add_job(
             self._tracked(self.lifecycle.poll),
@@ -277,10 +290,16 @@ class Daemon:
                     f"the {ps.name} API key from {origin} was refused: {ps.paused}",
                     remedy="put the right key there (ugcwatchd check verifies it), then start ugcwatchd again",
                 )
-        if self.metrics is not None and self.config.metrics_listen:
-            with map_os_errors(f"serve metrics on {self.config.metrics_listen}"):
-                self.metrics.serve(self.config.metrics_listen)
-            log.info("metrics on http://%s/metrics", self.config.metrics_listen)
+        try:  # a listener's address taken: the same sentence and exit code for both, nothing left open
+            if self.metrics is not None and self.config.metrics_listen:
+                with map_os_errors(f"serve metrics on {self.config.metrics_listen}"):
+                    self.metrics.serve(self.config.metrics_listen)
+                log.info("metrics on http://%s/metrics", self.config.metrics_listen)
+            await self.console.start(self.config.console_listen)
+        except UgcwatchdError:
+            await self._close()
+            raise
+        await self.refresh_languages()  # before any folder's options are read
         self.scheduler.start()
         self.ingestion.start(self.scheduler, self._tracked)
         self._schedule()
@@ -289,6 +308,7 @@ class Daemon:
         await self.stopping.wait()
         self.notifier.send("STOPPING=1")
         log.info("stopping: no new work; letting work under way finish")
+        await self.console.stop()  # no operator's act starts while the rest winds down
         self.scheduler.pause()
         if self._running:
             await asyncio.wait(list(self._running), timeout=self.stop_within / 2)
@@ -299,6 +319,7 @@ class Daemon:
         return 0
 
     async def _close(self) -> None:
+        await self.console.stop()
         await self.lifecycle.hooks.aclose()
         for ps in self.providers.values():
             await ps.provider.aclose()

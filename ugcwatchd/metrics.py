@@ -6,6 +6,7 @@ scrape's own (the HTTP server runs in another thread); provider state comes from
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -16,8 +17,17 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .names import shown
+
 if TYPE_CHECKING:
     from .lifecycle import ProviderState
+
+
+def parts_label(stored: str) -> str:
+    """The named parts as the ledger stores them (JSON, or ``""`` for none) as one label: ``client=acme``."""
+    parts = json.loads(stored) if stored else {}
+    # A folder name that is not UTF-8 shows its bytes as \xNN: a label that cannot be encoded fails the scrape.
+    return ",".join(f"{shown(k)}={shown(v)}" for k, v in sorted(parts.items()))
 
 
 class _State(Collector):
@@ -34,7 +44,14 @@ class _State(Collector):
             "ugcwatchd_jobs", "Jobs by provider and state (queued is the queue depth)", labels=["provider", "state"]
         )
         charged = CounterMetricFamily(
-            "ugcwatchd_credits_charged", "Credits (DubLab: seconds) charged for delivered jobs", labels=["provider"]
+            "ugcwatchd_credits_charged",
+            "Credits (DubLab: seconds) charged, for delivered jobs and for failed jobs the provider charged",
+            labels=["provider"],
+        )
+        by_client = CounterMetricFamily(
+            "ugcwatchd_client_credits_charged",
+            "Credits (DubLab: seconds) charged, by rule and the named parts of the inbox (client=acme)",
+            labels=["provider", "rule", "parts"],
         )
         db = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=5)
         try:
@@ -45,9 +62,11 @@ class _State(Collector):
                 jobs.add_metric([provider, state], count)
             for provider, total in db.execute("SELECT provider, credits FROM charged"):
                 charged.add_metric([provider], total)
+            for provider, rule, parts, total in db.execute("SELECT provider, rule, parts, credits FROM charged_by"):
+                by_client.add_metric([provider, rule, parts_label(parts)], total)
         finally:
             db.close()
-        yield from (items, jobs, charged)
+        yield from (items, jobs, charged, by_client)
         remaining = GaugeMetricFamily(
             "ugcwatchd_credits_remaining", "Credits (DubLab: seconds) left at the last check", labels=["provider"]
         )

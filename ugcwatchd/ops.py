@@ -15,7 +15,7 @@ from .names import shown
 from .outbox import iso, move_input, remove, sidecar_path
 from .rules import Config
 from .settings import Settings
-from .states import PLANNING_CODES, RUNNING_JOB_STATES, WAITING_JOB_STATES, ItemState, JobState
+from .states import PLANNING_CODES, RUNNING_JOB_STATES, WAITING_JOB_STATES, ErrorCode, ItemState, JobState
 
 
 def _job_row(item: Item, job: Job) -> dict[str, Any]:
@@ -23,6 +23,7 @@ def _job_row(item: Item, job: Job) -> dict[str, Any]:
         "item": item.id,
         "rule": item.rule,
         "job": shown(job.name),
+        "name": shown(job.name),
         "provider": job.provider,
         "state": job.state,
         "stage": job.stage,
@@ -32,11 +33,20 @@ def _job_row(item: Item, job: Job) -> dict[str, Any]:
         "message": job.failure.message if job.failure else None,
         "attempts": job.attempts,
         "outbox": item.outbox,
+        "parts": {k: shown(v) for k, v in item.parts.items()},  # its inbox's named parts: {"client": "acme"}
     }
+
+
+def _parts(row: dict[str, Any]) -> str:
+    """``client=acme `` (the named parts, to put before the rule), or nothing."""
+    parts: dict[str, str] = row.get("parts") or {}
+    return "".join(f"{k}={v} " for k, v in parts.items())
 
 
 def status(ledger: Ledger) -> dict[str, Any]:
     """Counts by state (tallies), the open jobs that run or wait, the newest failures: never the history."""
+    from .approvals import awaiting_report  # it prices jobs through the providers: only when asked
+
     running = [_job_row(i, j) for i, j in ledger.jobs_with_items(*RUNNING_JOB_STATES)]
     held = [_job_row(i, j) for i, j in ledger.jobs_with_items(*WAITING_JOB_STATES)]
     return {
@@ -44,6 +54,7 @@ def status(ledger: Ledger) -> dict[str, Any]:
         "jobs": ledger.job_counts(),
         "running": running,
         "held": held,
+        "awaiting_approval": awaiting_report(ledger),
         "recent_failures": [_job_row(i, j) for i, j in ledger.recent_failures()],
         "at": iso(time.time()),
     }
@@ -54,6 +65,11 @@ def print_status(report: dict[str, Any]) -> None:
     jobs = ", ".join(f"{n} {s}" for s, n in sorted(report["jobs"].items())) or "none"
     print(f"items: {items}")
     print(f"jobs:  {jobs}")
+    if waiting := report.get("awaiting_approval"):
+        print(f"awaiting approval: {len(waiting)} item{'' if len(waiting) == 1 else 's'}")
+        for w in waiting:
+            jobs_and_cost = f"{', '.join(w['jobs'])} (about {w['estimate']} {w['unit']})"
+            print(f"  item {w['item']} {_parts(w)}{w['rule']}/{w['key']}: {jobs_and_cost}")
     for title, rows in (
         ("running", report["running"]),
         ("held", report["held"]),
@@ -65,19 +81,50 @@ def print_status(report: dict[str, Any]) -> None:
         for r in rows:
             why = f" ({r['held']})" if r["held"] else f": {r['code']}: {r['message']}" if r["code"] else ""
             remote = f" remote {r['remote_id']}" if r["remote_id"] else ""
-            print(f"  item {r['item']} {r['rule']}/{r['job']} [{r['provider']} {r['state']}{remote}]{why}")
+            print(f"  item {r['item']} {_parts(r)}{r['rule']}/{r['job']} [{r['provider']} {r['state']}{remote}]{why}")
+
+
+_ITEM_KEYS = frozenset({"item", "rule", "outbox", "parts", "job"})  # said once per item, not per job
 
 
 def jobs(ledger: Ledger, state: str | None) -> list[dict[str, Any]]:
-    return [_job_row(i, j) for i, j in ledger.all_jobs(JobState(state) if state else None)]
+    """The items with their inputs and jobs (only the jobs in ``state``, and only items that have one)."""
+    items: dict[int, dict[str, Any]] = {}
+    for item, job in ledger.all_jobs(JobState(state) if state else None):
+        if item.id not in items:
+            items[item.id] = {
+                "id": item.id,
+                "rule": item.rule,
+                "state": item.state,
+                "parts": {k: shown(v) for k, v in item.parts.items()},  # its inbox's named parts
+                "inbox": shown(item.inbox),
+                "outbox": shown(item.outbox),
+                "inputs": [
+                    {"name": shown(i.name), "sha256": i.sha256, "bytes": i.bytes} for i in ledger.inputs_of(item.id)
+                ],
+                "jobs": [],
+            }
+        row = _job_row(item, job)
+        items[item.id]["jobs"].append({k: v for k, v in row.items() if k not in _ITEM_KEYS})
+    return list(items.values())
 
 
-def print_jobs(rows: list[dict[str, Any]]) -> None:
+def job_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The jobs of ``jobs()``'s items, one flat row each, with their item's id, rule and parts."""
+    return [
+        {"item": i["id"], "rule": i["rule"], "parts": i["parts"], "outbox": i["outbox"], "job": j["name"], **j}
+        for i in items
+        for j in i["jobs"]
+    ]
+
+
+def print_jobs(items: list[dict[str, Any]]) -> None:
+    rows = job_rows(items)
     if not rows:
         print("no jobs")
     for r in rows:
         remote = r["remote_id"] or "-"
-        print(f"{r['item']:>5}  {r['state']:<11} {r['provider']:<8} {r['rule']}/{r['job']}  {remote}")
+        print(f"{r['item']:>5}  {r['state']:<11} {r['provider']:<8} {_parts(r)}{r['rule']}/{r['job']}  {remote}")
 
 
 def retry(ledger: Ledger, config: Config, item_ids: list[int]) -> list[str]:
@@ -101,9 +148,12 @@ def retry(ledger: Ledger, config: Config, item_ids: list[int]) -> list[str]:
         if not again:
             refused = sorted({str(j.failure.code) for j in planning if j.failure is not None})
             if refused:
+                rejected = refused == [ErrorCode.REJECTED_BY_OPERATOR]
                 raise UsageError(
                     f"item {item_id} was refused before anything was sent ({', '.join(refused)})",
-                    remedy="fix the input and drop it into the inbox again",
+                    remedy="drop the input again to get a new quote"
+                    if rejected
+                    else "fix the input and drop it into the inbox again",
                 )
             raise UsageError(f"item {item_id} has no failed job to retry (it is {item.state})")
         _restore_inputs(ledger, config, item)

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "text", "journal", "json"] = "auto"
     facedub_api_key: SecretStr | None = None
     dublab_api_key: SecretStr | None = None
+    console_token: SecretStr | None = None  # the web console's login token (also the credential console_token)
     # Where the service keeps its ledger and its keys: read by operator commands run outside the unit.
     # UGCWATCHD_SYSTEM_STATE_DIR and UGCWATCHD_SYSTEM_CREDENTIALS_DIR move them, for tests and packagers.
     system_state_dir: Path = SYSTEM_STATE_DIR
@@ -163,6 +164,46 @@ def api_key(
     origin = f"the credential file {path}"
     found = _clean(provider, text, origin)
     return ApiKey(found, origin) if found is not None else ApiKey(None, "not set")
+
+
+CONSOLE_TOKEN_MIN = 16  # characters: the token guards paid actions, so a guessable one is refused
+
+
+def console_token(settings: Settings, env: Mapping[str, str] | None = None) -> SecretStr | None:
+    """The web console's token: ``UGCWATCHD_CONSOLE_TOKEN``, else ``$CREDENTIALS_DIRECTORY/console_token``;
+    None when neither is set (the console's actions are then off).
+
+    Surrounding whitespace is dropped, as for API keys; a control or non-ASCII character, or a token
+    shorter than 16 characters, is a configuration error naming where it came from, never the token.
+    """
+    env = os.environ if env is None else env
+    found = settings.console_token.get_secret_value() if settings.console_token is not None else None
+    origin = "UGCWATCHD_CONSOLE_TOKEN"
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if not (found or "").strip() and credentials:
+        path = Path(credentials) / "console_token"
+        origin = "the systemd credential console_token"
+        try:
+            found = path.read_bytes().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            found = None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the credential {path}: {exc.strerror}") from None
+    text = (found or "").strip()
+    if not text:
+        return None
+    what = None
+    if not text.isascii():
+        what = "contains a non-ASCII character"
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        what = "contains a control character"
+    elif len(text) < CONSOLE_TOKEN_MIN:
+        what = f"is shorter than {CONSOLE_TOKEN_MIN} characters"
+    if what is not None:
+        raise ConfigError(
+            f"the console token from {origin} {what}", remedy="make one with `openssl rand -hex 32` and set it again"
+        )
+    return SecretStr(text)
 
 
 def unreadable_credential(provider: str, settings: Settings) -> Path | None:

@@ -99,7 +99,8 @@ SPENDING_JOB_STATES = (*RUNNING_JOB_STATES, JobState.DELIVERED)
 # Holds the daemon lifts by itself once credits or the budget allow.
 RELEASABLE_HOLDS = frozenset({HoldReason.CREDITS, HoldReason.BUDGET, HoldReason.CLIENT_BUDGET})
 
-# Refused at planning, before anything was sent: `retry` cannot help, a new drop can.
+# Refused before anything was sent, at planning or by an operator's reject: `retry` cannot help, a new
+# drop can (a rejected drop dropped again gets a new quote).
 PLANNING_CODES = frozenset(
     {
         ErrorCode.INVALID,
@@ -108,5 +109,6 @@ PLANNING_CODES = frozenset(
         ErrorCode.TOO_MANY_JOBS,
         ErrorCode.DUPLICATE,
         ErrorCode.BAD_FOLDER_OPTIONS,
+        ErrorCode.REJECTED_BY_OPERATOR,
     }
 )

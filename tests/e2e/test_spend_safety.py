@@ -108,10 +108,11 @@ def set_dublab_account(sb: SandboxProcess, **fields: object) -> None:
 
 
 def jobs_json(root: Path, rules: Path) -> list[dict[str, Any]]:
+    """`jobs --json` (a list of items with their jobs) as one row per job, with its item's id."""
     done = cli(root, rules, "jobs", "--json")
     assert done.returncode == 0, done.stderr
-    rows: list[dict[str, Any]] = json.loads(done.stdout)
-    return rows
+    items: list[dict[str, Any]] = json.loads(done.stdout)
+    return [{"item": i["id"], "job": j["name"], **j} for i in items for j in i["jobs"]]
 
 
 def held(path: Path, reason: str) -> dict[str, object] | None:

@@ -12,6 +12,7 @@ from ..ledger import Failure
 from ..rules import DubLabAction, FaceDubAction, ResolvedRule
 from ..states import ErrorCode, FailStage
 from .media import MediaInfo
+from .options import BadFolderOptions, Targets, folder_targets, rule_targets
 from .scan import Seen
 
 
@@ -178,13 +179,21 @@ def plan_facedub_batch(rule: ResolvedRule, folder: str, members: list[Candidate]
 
 
 def plan_dublab(rule: ResolvedRule, candidates: dict[str, Candidate]) -> list[Plan]:
-    """Every video or audio file is an item with one job per target language."""
+    """Every video or audio file is an item with one job per target language: the rule's, or those its
+    first-level folder names (``options_from_folders``)."""
     action = rule.action
     assert isinstance(action, DubLabAction)
     plans = []
     for c in candidates.values():
         stem = stem_of(c.seen.rel)
-        names = [f"{stem}.{lang}" for lang in action.to]
+        try:
+            targets = dublab_targets(action, c.seen.rel)
+        except BadFolderOptions as exc:
+            # The folder's languages are unknown: one error per file, named after the provider.
+            failure = Failure(FailStage.OPTIONS, ErrorCode.BAD_FOLDER_OPTIONS, str(exc))
+            plans.append(Plan(stem, (("input", c),), ((f"{stem}.dublab", {}),), failure, (c.seen.rel,)))
+            continue
+        names = [f"{stem}.{lang}" for lang in targets.codes]
         if c.info is None:
             plans.append(_invalid(c, names))
         elif c.info.kind == "photo":
@@ -192,12 +201,18 @@ def plan_dublab(rule: ResolvedRule, candidates: dict[str, Candidate]) -> list[Pl
         elif not c.info.has_audio:
             plans.append(_invalid(c, names, f"{c.seen.rel} has no audio track to dub"))
         else:
-            params = {
-                "from": action.from_,
-                "studio_quality": action.studio_quality,
-                "seconds": c.info.seconds,
-                "content_type": c.info.mime,
-            }
-            jobs = tuple((f"{stem}.{lang}", {"to": lang, **params}) for lang in action.to)
+            params = {"from": action.from_, "seconds": c.info.seconds, "content_type": c.info.mime}
+            jobs = tuple(
+                (f"{stem}.{lang}", {"to": lang, **params, "studio_quality": studio})
+                for lang, studio in targets.languages
+            )
             plans.append(Plan(stem, (("media", c),), jobs, None, (c.seen.rel,)))
     return plans
+
+
+def dublab_targets(action: DubLabAction, rel: str) -> Targets:
+    """The targets of the file at ``rel`` (relative to the inbox); raises :class:`BadFolderOptions`."""
+    folder, sep, _ = rel.partition("/")
+    if action.options_from_folders and sep:
+        return folder_targets(folder, action)
+    return rule_targets(action)

@@ -21,11 +21,12 @@ from pathlib import Path
 
 from ..ledger import Ledger
 from ..owner import InboxClaim
-from ..rules import FaceDubAction, Inbox
+from ..rules import DubLabAction, FaceDubAction, Inbox
 from ..states import ItemState
 from .fingerprint import sha256_of
 from .group import Candidate, Plan
 from .media import InvalidMedia, inspect
+from .mounts import creatable_below
 from .record import Recorder, plan_inbox
 from .scan import Scanner, Seen
 from .stability import Stability
@@ -92,7 +93,9 @@ class InboxIngest:
         behaviour = self.rule.behaviour
         action = self.rule.action
         self.batches = isinstance(action, FaceDubAction) and action.pair_by == "folder"
-        depth = None if behaviour.recursive else (2 if self.batches else 1)
+        # Batch folders and option folders (`de+es@studio`) are read one level down even without `recursive`.
+        folders = self.batches or (isinstance(action, DubLabAction) and action.options_from_folders)
+        depth = None if behaviour.recursive else (2 if folders else 1)
         self.scanner = Scanner(
             inbox.path,
             ignore=behaviour.ignore,
@@ -124,17 +127,12 @@ class InboxIngest:
             return f"inbox {reason}"
         outbox = self.inbox.outbox
         if not outbox.exists():
-            parent = outbox.parent
-            try:
-                same_device = parent.is_dir() and os.stat(parent).st_dev == os.stat(self.inbox.path).st_dev
-            except OSError:
-                same_device = False
-            if not same_device:
+            if creatable_below(outbox, self.inbox.path) is None:
                 # Never write onto a bare mount point: the share the outbox lives on may be offline.
                 return f"outbox {outbox} is missing (is its share mounted?)"
             if self.dry_run:
                 return None  # the daemon would create it; a dry run only says what would happen
-            outbox.mkdir(exist_ok=True)
+            outbox.mkdir(parents=True, exist_ok=True)
             log.info("rule %s: created the outbox %s", self.rule.name, outbox)
         reason = _folder_state(outbox)
         if reason:

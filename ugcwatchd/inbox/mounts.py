@@ -57,3 +57,21 @@ def needs_polling(fstype: str | None) -> bool:
 def is_network_filesystem(fstype: str | None) -> bool:
     """True on network shares (NFS, SMB/CIFS, sshfs …), where SQLite's locks are not reliable."""
     return fstype in NETWORK_FILESYSTEMS
+
+
+def creatable_below(folder: Path, inbox: Path) -> Path | None:
+    """The nearest existing folder above a missing ``folder`` when the daemon may create ``folder`` below
+    it: a folder on the inbox's own device (a per-client outbox, ``/srv/results/{client}/dub``, may be
+    several levels deep). None when ``folder`` exists or its nearest folder is on another device, which
+    may be a bare mount point whose share is offline: nothing is ever written there."""
+    try:
+        if folder.exists():
+            return None
+        base = folder.parent
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        if base == base.parent or not base.is_dir():
+            return None
+        return base if os.stat(base).st_dev == os.stat(inbox).st_dev else None
+    except OSError:
+        return None

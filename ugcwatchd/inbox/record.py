@@ -207,17 +207,28 @@ class Recorder:
     def _job(self, name: str, key: str, params: dict[str, Any], plan: Plan) -> PlannedJob:
         if plan.failure is not None:
             return PlannedJob(name, key, params, state=JobState.FAILED, detail=JobDetail(failure=plan.failure))
-        earlier = None if self.rule.behaviour.reprocess_duplicates else self.ledger.delivered_job(key)
+        behaviour = self.rule.behaviour
+        # per_inbox: only this inbox's own history counts (one client's work is no duplicate of another's).
+        mine = str(self.inbox.path) if behaviour.duplicates == "per_inbox" else None
+        earlier = None if behaviour.reprocess_duplicates else self.ledger.delivered_job(key, inbox=mine)
         if earlier is None:
             return PlannedJob(name, key, params)
-        earlier_outbox = Path(self.ledger.item(earlier.item_id).outbox)
-        sidecar = earlier_outbox / f"{earlier.name}.result.json"
-        failure = Failure(
-            FailStage.DUPLICATE,
-            ErrorCode.DUPLICATE,
-            f"this content was already processed under rule {self.rule.name!r}: see {sidecar}",
-            earlier=Earlier(earlier.name, str(sidecar), earlier.remote_id),
-        )
+        earlier_item = self.ledger.item(earlier.item_id)
+        if earlier_item.inbox != str(self.inbox.path):
+            # per_rule, done for another inbox: a sidecar never names another client's folders or files.
+            said = f" (remote id {earlier.remote_id})" if earlier.remote_id else ""
+            message = (
+                f"this content was already processed under rule {self.rule.name!r} for another of its inboxes{said}"
+            )
+            failure = Failure(FailStage.DUPLICATE, ErrorCode.DUPLICATE, message)
+        else:
+            sidecar = Path(earlier_item.outbox) / f"{earlier.name}.result.json"
+            failure = Failure(
+                FailStage.DUPLICATE,
+                ErrorCode.DUPLICATE,
+                f"this content was already processed under rule {self.rule.name!r}: see {sidecar}",
+                earlier=Earlier(earlier.name, str(sidecar), earlier.remote_id),
+            )
         return PlannedJob(name, key, params, state=JobState.FAILED, detail=JobDetail(failure=failure))
 
 

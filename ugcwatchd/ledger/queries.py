@@ -154,10 +154,12 @@ class Queries:
         One range of the covering index on (provider, sent_at, state, estimate): ``+state`` keeps SQLite
         from reading every delivered job of the provider through the index on states instead.
         """
+        # A job that failed after the provider charged for it (FaceDub charges at creation) was spent too.
         row = self._db.execute(
             "SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND sent_at >= ?"  # noqa: S608
-            f" AND +state IN ({_marks(SPENDING_JOB_STATES)})",
-            (provider, since, *SPENDING_JOB_STATES),
+            f" AND (+state IN ({_marks(SPENDING_JOB_STATES)}) OR (+state = ? AND EXISTS (SELECT 1 FROM charges"
+            " WHERE charges.provider = jobs.provider AND charges.remote_id = jobs.remote_id)))",
+            (provider, since, *SPENDING_JOB_STATES, JobState.FAILED),
         ).fetchone()
         return int(row[0])
 
@@ -230,11 +232,15 @@ class Queries:
             names.update(from_db(r[0]) for r in rows)
         return names
 
-    def delivered_job(self, dedupe_key: str) -> Job | None:
-        """The earliest delivered job with this content and settings: a re-drop of it is a duplicate."""
+    def delivered_job(self, dedupe_key: str, inbox: str | None = None) -> Job | None:
+        """The earliest delivered job with this content and settings (taken from ``inbox``, when given):
+        a re-drop of it is a duplicate."""
+        # The key never names the inbox (older ledgers' keys must keep matching): the item's inbox filters.
+        # A lookup by primary key per candidate job: never a scan of the items.
+        mine = " AND EXISTS (SELECT 1 FROM items WHERE items.id = jobs.item_id AND items.inbox = ?)" if inbox else ""
         row = self._db.execute(
-            "SELECT * FROM jobs WHERE dedupe_key = ? AND state = ? ORDER BY id LIMIT 1",
-            (dedupe_key, JobState.DELIVERED),
+            f"SELECT * FROM jobs WHERE dedupe_key = ? AND state = ?{mine} ORDER BY id LIMIT 1",  # noqa: S608
+            (dedupe_key, JobState.DELIVERED, *((to_db(inbox),) if inbox else ())),
         ).fetchone()
         return job_from_row(row) if row else None
 

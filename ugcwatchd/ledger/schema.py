@@ -213,6 +213,33 @@ SCHEMA: Sequence[str] = (
         PRIMARY KEY (provider, name)
     ) WITHOUT ROWID;
     """,
+    # version 5: money per client. What one rule's concrete inbox (one client) spent in a day or a month is
+    # one range of the provider's sends, read from the index alone up to each job's item; what was charged
+    # per provider, rule and parts is a tally the charges' insert keeps, so metrics never read charges.
+    """
+    DROP INDEX jobs_provider_sent;
+    CREATE INDEX jobs_provider_sent ON jobs(provider, sent_at, state, estimate, item_id);
+    CREATE TABLE charged_by (
+        provider TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        parts TEXT NOT NULL,
+        credits REAL NOT NULL,
+        PRIMARY KEY (provider, rule, parts)
+    ) WITHOUT ROWID;
+    INSERT INTO charged_by
+        SELECT c.provider, i.rule, COALESCE(i.parts, ''), SUM(c.credits)
+        FROM charges c JOIN items i ON i.id = c.item_id GROUP BY c.provider, i.rule, COALESCE(i.parts, '');
+    CREATE TRIGGER charges_by_tally AFTER INSERT ON charges BEGIN
+        INSERT INTO charged_by SELECT NEW.provider, rule, COALESCE(parts, ''), NEW.credits FROM items
+            WHERE id = NEW.item_id
+            ON CONFLICT (provider, rule, parts) DO UPDATE SET credits = credits + excluded.credits;
+    END;
+    """,
+    # version 6: an item's timeline (the console's item page, `events`) is one index range, not a read of
+    # every event the ledger ever logged.
+    """
+    CREATE INDEX events_item ON events(item_id, id);
+    """,
 )
 SCHEMA_VERSION = len(SCHEMA)
 

@@ -19,7 +19,10 @@ from typing import Any
 from ..errors import LedgerError, StaleTransition
 from ..names import to_db
 from ..states import TERMINAL_JOB_STATES, ItemState, JobState
+from .approvals import Approvals
 from .charges import Charges
+from .console import ConsoleQueries
+from .facts import Facts
 from .inputs import Inputs
 from .queries import Queries
 from .records import InputFile, Item, ItemSettings, Job, JobDetail, PlannedJob, new_token
@@ -29,7 +32,7 @@ BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's write 
 JOB_FIELDS = frozenset({"stage", "remote_id", "sent_at", "attempts", "detail", "token", "estimate"})
 
 
-class Ledger(Queries, Inputs, Charges):
+class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
     """One SQLite file in the state folder; every method commits before it returns."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:

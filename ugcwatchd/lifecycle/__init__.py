@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..approvals import ApprovalDesk
 from ..hooks import Hooks
 from ..ledger import Ledger
 from ..outbox.delivery import Delivery
@@ -36,6 +37,7 @@ class Lifecycle:
         self.dispatcher = Dispatch(self.work)
         self.poller = Poll(self.work)
         self.delivery = Delivery(self.work)
+        self.desk = ApprovalDesk(self.work)
 
     # Plain coroutine functions: APScheduler awaits those, not objects with an async __call__.
     async def dispatch(self) -> None:
@@ -46,6 +48,10 @@ class Lifecycle:
 
     async def deliver(self) -> None:
         await self.delivery()
+
+    async def answer(self) -> None:
+        """Quotes for work awaiting approval, and the answer files beside them."""
+        await self.desk()
 
     @property
     def config(self) -> Config:

@@ -12,8 +12,8 @@ from pathlib import Path
 from ..errors import ProviderError
 from ..hooks import Hooks
 from ..ledger import Failure, Item, Job, Ledger
-from ..providers.base import Fingerprint, InputRef, JobSpec, Provider
-from ..rules import Config, ProviderSettings, ResolvedRule
+from ..providers.base import Fingerprint, InputRef, JobSpec, Provider, RemoteState
+from ..rules import Budget, Config, ProviderSettings, ResolvedRule
 from ..states import ErrorCode, FailStage, ItemState, JobState
 from .disposition import AUTH_RECHECK, Disposition, Hold, Pause, Retry, Step, decide
 
@@ -69,9 +69,18 @@ class Work:
         self.providers = providers
         self.clock = clock
         self.hooks = hooks or Hooks()
+        self._budgets: tuple[Config, dict[str, Budget]] | None = None
 
     def rule(self, name: str) -> ResolvedRule | None:
         return next((r for r in self.config.rules if r.name == name), None)
+
+    @property
+    def budgets(self) -> dict[str, Budget]:
+        """The budgets per concrete inbox by rule name, in the configuration as it is now (a reload
+        replaces ``config``); a rule without one, or gone, is not there."""
+        if self._budgets is None or self._budgets[0] is not self.config:
+            self._budgets = (self.config, {r.name: r.budget for r in self.config.rules if r.budget is not None})
+        return self._budgets[1]
 
     def spec(self, ps: ProviderState, job: Job) -> JobSpec:
         """What the provider needs to submit ``job``: built by the provider from the recorded inputs,
@@ -127,7 +136,9 @@ class Work:
         provider_error: str | None = None,
         http_status: int | None = None,
         retryable: bool = False,
+        remote: RemoteState | None = None,
     ) -> None:
+        """Fail the job; ``remote``: the provider's last word on it (what it charged), kept with the failure."""
         failure = Failure(
             stage,
             code,
@@ -137,7 +148,8 @@ class Work:
             exc.provider_error if exc else provider_error,
         )
         current = self.ledger.job(job.id)
-        self.ledger.move_job(job.id, JobState.FAILED, expect=current.state, detail=current.detail.but(failure=failure))
+        detail = current.detail.but(failure=failure, remote=remote or current.detail.remote)
+        self.ledger.move_job(job.id, JobState.FAILED, expect=current.state, detail=detail)
         log.warning("%s: %s failed at %s: %s", job.provider, job.name, stage, message)
 
     def item_running(self, item_id: int) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 
 from ..errors import ProviderError
 from ..ledger import Job, Ledger
+from ..providers.base import RemoteState
 from ..providers.transfer import check_unchanged
 from ..states import RELEASABLE_HOLDS, FailStage, HoldReason, JobState
+from .budgets import ClientBudgets, period_starts
 from .context import ProviderState, Work
 from .disposition import Fail, Hold, Pause, Retry, Step, decide, foreseen
 from .reconcile import Reconcile
@@ -40,6 +41,7 @@ class _Intents:
         self.estimate = estimate
         self.ps = ps
         self.stage: str | None = None
+        self.remote: RemoteState | None = None  # what the creating answer said beyond the id
 
     async def submitting(self, stage: str, remote_id: str | None) -> None:
         first = self.stage is None
@@ -63,6 +65,9 @@ class _Intents:
     async def sent(self) -> None:
         self.job = self.ledger.annotate_job(self.job.id, self.job.detail.but(body_sent_at=self.clock()))
 
+    async def created(self, state: RemoteState) -> None:
+        self.remote = state  # recorded with the move to submitted, right after the answer
+
     @property
     def fail_stage(self) -> FailStage:
         return FAIL_STAGES.get(self.stage or "", FailStage.SUBMIT)
@@ -85,7 +90,8 @@ class Dispatch:
                     ps.paused_since = w.clock()
                     await w.refresh_account(ps)
                 continue
-            self._release_held(ps)
+            budgets = ClientBudgets(w, ps)
+            self._release_held(ps, budgets)
             unresolved = [
                 j for j in w.ledger.jobs_in(JobState.SUBMITTING, provider=ps.name) if j.id not in ps.submitting
             ]
@@ -96,16 +102,16 @@ class Dispatch:
                 # Such a provider is reconciled by time and content alone: a second unknown outcome beside
                 # the first could make both ambiguous. Resolve it before anything new is sent.
                 continue
-            self._submit_queued(ps)
+            self._submit_queued(ps, budgets)
 
-    def _submit_queued(self, ps: ProviderState) -> None:
+    def _submit_queued(self, ps: ProviderState, budgets: ClientBudgets) -> None:
         w = self.work
         for job in w.ledger.jobs_in(JobState.QUEUED, provider=ps.name):
             if len(ps.submitting) >= ps.provider.submissions_at_once:
                 break
             if job.id in ps.submitting or not w.due(job):
                 continue
-            reason = self.hold_reason(ps, job)
+            reason = self.hold_reason(ps, job, budgets)
             if reason is not None:
                 w.ledger.move_job(job.id, JobState.HELD, expect=JobState.QUEUED, detail=job.detail.but(held=reason))
                 log.info("%s: held %s: %s", ps.name, job.name, reason)
@@ -114,34 +120,52 @@ class Dispatch:
             ps.claims[job.id] = w.estimate(ps, job)
             self._start(ps, job, self._submit(ps, job))
 
-    def hold_reason(self, ps: ProviderState, job: Job) -> HoldReason | None:
-        """Why ``job`` must wait for credits or the daily budget, or None."""
+    def hold_reason(self, ps: ProviderState, job: Job, budgets: ClientBudgets | None = None) -> HoldReason | None:
+        """Why ``job`` must wait for credits, the provider's daily budget or its client's budget, or None."""
         estimate = self.work.estimate(ps, job)
+        reason = self._account_hold(ps, estimate)
+        if reason is None and (budgets or ClientBudgets(self.work, ps)).over(job, estimate):
+            return HoldReason.CLIENT_BUDGET
+        return reason
+
+    def _account_hold(self, ps: ProviderState, estimate: int, pending: int = 0) -> HoldReason | None:
+        """What the whole account says of a job costing ``estimate``, beside ``pending`` already let go."""
         budget = ps.settings.daily_budget
-        if budget is not None and self._spent_today(ps.name) + sum(ps.claims.values()) + estimate > budget:
+        claimed = sum(ps.claims.values()) + pending
+        if budget is not None and self._spent_today(ps.name) + claimed + estimate > budget:
             return HoldReason.BUDGET
         overage = ps.settings.allows_overage
-        if not overage and ps.remaining is not None and ps.remaining - self.work.reserved(ps) < estimate:
+        if not overage and ps.remaining is not None and ps.remaining - self.work.reserved(ps) - pending < estimate:
             return HoldReason.CREDITS
         return None
 
     def _spent_today(self, provider: str) -> int:
-        midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        midnight, _ = period_starts(self.work.clock())
         return self.work.ledger.estimated_since(provider, midnight)
 
-    def _release_held(self, ps: ProviderState) -> None:
+    def _release_held(self, ps: ProviderState, budgets: ClientBudgets) -> None:
         w = self.work
-        # Cheapest first: credits and budgets refuse a larger estimate no later than a smaller one, so once
-        # the cheapest job waiting for them cannot go, no dearer one can: a tick reads one held job, not all.
+        pending = 0  # let go in this pass and not yet claimed: the next check counts them
+        # Cheapest first: credits and the provider's budget refuse a larger estimate no later than a smaller
+        # one, so once the cheapest job waiting for them cannot go, no dearer one can: a tick reads one held
+        # job, not all. A client's budget says nothing of another client's jobs: those are looked at on.
         for job in w.ledger.held_cheapest_first(ps.name):
             if job.held not in RELEASABLE_HOLDS:
                 continue
-            if self.hold_reason(ps, job) is not None:
+            estimate = w.estimate(ps, job)
+            if self._account_hold(ps, estimate, pending) is not None:
                 if job.estimate is None:
                     continue  # its estimate comes from its inputs, not from the order: it tells nothing of the rest
                 break
+            if budgets.over(job, estimate):
+                if job.held != HoldReason.CLIENT_BUDGET:  # the account would let it go now: say what holds it
+                    w.note(job, held=HoldReason.CLIENT_BUDGET)
+                continue
             w.ledger.move_job(job.id, JobState.QUEUED, expect=JobState.HELD, detail=job.detail.but(held=None))
+            pending += estimate
+            budgets.release(job, estimate)
             log.info("%s: %s may go again", ps.name, job.name)
+        budgets.pending.clear()  # from here on the jobs let go count as claims, once they pass their check
 
     def _start(self, ps: ProviderState, job: Job, work: Awaitable[None]) -> None:
         ps.submitting.add(job.id)
@@ -185,7 +209,7 @@ class Dispatch:
         except Exception as exc:
             self._settle_submit(ps, intents, exc)
             return
-        detail = intents.job.detail.but(submitted_at=w.clock())
+        detail = intents.job.detail.but(submitted_at=w.clock(), remote=intents.remote or intents.job.detail.remote)
         w.ledger.move_job(job.id, JobState.SUBMITTED, expect=JobState.SUBMITTING, remote_id=remote_id, detail=detail)
         w.item_running(job.item_id)
         log.info("%s: submitted %s as %s", ps.name, job.name, remote_id)

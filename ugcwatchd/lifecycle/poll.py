@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from ..ledger import Job
 from ..providers.base import RemoteState
@@ -12,6 +13,16 @@ from .disposition import Retry, Step
 
 log = logging.getLogger("ugcwatchd.lifecycle")
 LOST_AFTER = (3, 60.0)  # "not found" three times over a minute: the job is lost remotely
+
+
+def keeping_charge(earlier: RemoteState | None, now: RemoteState) -> RemoteState:
+    """The provider's latest word on a job, keeping what an earlier word said of its charge and this one
+    leaves out: FaceDub's job records never repeat the overage its creation answer told."""
+    if earlier is None or earlier.remote_id != now.remote_id:
+        return now
+    charged = now.credits_charged if now.credits_charged is not None else earlier.credits_charged
+    overage = now.is_overage if now.is_overage is not None else earlier.is_overage
+    return replace(now, credits_charged=charged, is_overage=overage)
 
 
 class Poll:
@@ -47,6 +58,7 @@ class Poll:
 
     def _observe(self, job: Job, state: RemoteState) -> None:
         w = self.work
+        state = keeping_charge(job.detail.remote, state)
         if state.state == "completed":
             detail = job.detail.but(remote=state, completed_at=w.clock())
             w.ledger.move_job(job.id, JobState.REMOTE_DONE, expect=JobState.SUBMITTED, detail=detail)
@@ -59,6 +71,7 @@ class Poll:
                 f"{job.provider} could not make {job.name}: {message}",
                 provider_error=state.error,
                 retryable=True,
+                remote=state,  # a provider that charged at creation charged for this failure too
             )
         elif state.state == "missing":
             misses = (*job.detail.missing, w.clock())

@@ -20,8 +20,9 @@ from ..inbox.fingerprint import sha256_if_same
 from ..ledger import InputFile, Item, ItemSettings, Job
 from ..lifecycle.context import Work
 from ..lifecycle.disposition import AUTH_RECHECK, Fail, Pause, Retry, Step, decide, foreseen
-from ..states import TERMINAL_JOB_STATES, FailStage, ItemState, JobState
+from ..states import TERMINAL_JOB_STATES, FailStage, HoldReason, ItemState, JobState
 from .files import Anchor, delete_input, ensure_folder, move_input, remove, write_json
+from .quotes import QUOTE
 from .sidecars import Document, Subject, error_document, result_document, status_document
 
 # Delivery logs under the lifecycle's name, as it always has: operators filter journal lines by it.
@@ -135,6 +136,7 @@ class Delivery:
         _ensure(subject.item, "outbox", path.parent)
         write_json(path, document)
         remove(subject.path("status"))
+        remove(subject.path(QUOTE))  # an answered or ended job's quote goes with its status sidecar
         self.work.notify(subject.item, path, document)
 
     # -- results ----------------------------------------------------------------------------------
@@ -195,6 +197,8 @@ class Delivery:
             _ensure(subject.item, "outbox", path.parent)
             write_json(path, document)
             self._status_written[job.id] = fingerprint
+            if job.held != HoldReason.APPROVAL:
+                remove(subject.path(QUOTE))  # approved: the status sidecar now says what happens instead
         self._status_seen[job.id] = (job, paused)
 
     # -- closing items ----------------------------------------------------------------------------

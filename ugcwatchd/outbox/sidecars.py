@@ -1,7 +1,8 @@
 """The sidecar documents: what a status, result or error sidecar says about a job.
 
 Each is UTF-8 JSON with the fields every sidecar has (version, kind, rule, provider, job, inputs,
-remote id, state, times), plus the fields of its kind. docs/design.md describes them for readers.
+remote id, state, times, what was asked and the named parts of the inbox), plus the fields of its kind.
+docs/design.md describes them for readers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from .files import iso
 
 SIDECAR_VERSION = 1
 Document = dict[str, Any]
+# What a job asked of its provider, among its ledger parameters (the rest is the daemon's own: the
+# measured length, the content type, a batch job's pair): FaceDub's duration; DubLab's from, to, studio.
+REQUEST_KEYS = ("duration", "from", "to", "studio_quality")
 
 
 def sidecar_path(outbox: Path, job: str, kind: str) -> Path:
@@ -41,6 +45,15 @@ class Subject:
         return sidecar_path(self.outbox, self.job.name, kind)
 
 
+def request_of(params: dict[str, Any]) -> Document:
+    """What the job asked: its parameters among :data:`REQUEST_KEYS`, studio quality as a yes or no."""
+    request = {k: params[k] for k in REQUEST_KEYS if k in params}
+    studio = request.get("studio_quality")
+    if isinstance(studio, list):  # the languages that get studio quality: this job's one or not
+        request["studio_quality"] = params.get("to") in studio
+    return request
+
+
 def _base(s: Subject, kind: str, state: str, now: float) -> Document:
     return {
         "ugcwatchd": SIDECAR_VERSION,
@@ -53,6 +66,18 @@ def _base(s: Subject, kind: str, state: str, now: float) -> Document:
         "state": state,
         "created_at": iso(s.created_at),
         "updated_at": iso(now),
+        "request": request_of(s.job.params),
+        "parts": {shown(k): shown(v) for k, v in s.item.parts.items()},
+    }
+
+
+def _paid(s: Subject) -> Document:
+    """What the provider charged for the job (null when it charged nothing known), and whether that was
+    overage (FaceDub's word; null for a provider that has none)."""
+    remote = s.job.detail.remote
+    return {
+        "credits_charged": remote.credits_charged if remote else None,
+        "is_overage": remote.is_overage if remote else None,
     }
 
 
@@ -63,7 +88,7 @@ def result_document(s: Subject, output: str | None, now: float) -> Document:
         {
             "output": output,
             "output_url": remote.output_url if remote else None,
-            "credits_charged": remote.credits_charged if remote else None,
+            **_paid(s),
             "billed_seconds": remote.billed_seconds if remote else None,
             "submitted_at": iso(s.job.detail.submitted_at),
             "completed_at": iso(s.job.detail.completed_at),
@@ -84,6 +109,7 @@ def error_document(s: Subject, now: float) -> Document:
             "provider_error": failure.provider_error if failure else None,
             "retryable": failure.retryable if failure else False,
             "attempts": s.job.attempts,
+            **_paid(s),
         }
     )
     if failure is not None and failure.earlier is not None:

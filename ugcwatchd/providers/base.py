@@ -128,6 +128,10 @@ class SubmitHooks(Protocol):
         """Called once the whole body of a paid request is handed over: the provider may create the
         job from then on, so a reconciliation window is measured from here, not from the intent."""
 
+    async def created(self, state: RemoteState) -> None:
+        """Called with what the answer creating the job said of it, when that says more than its id
+        (FaceDub's charge and overage at creation): kept with the job before any later poll."""
+
 
 class Provider(Protocol):
     """What the daemon needs of a provider, and nothing more."""

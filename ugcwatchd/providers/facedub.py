@@ -194,14 +194,14 @@ LIST_LIMIT = 50  # GET /jobs shows the 50 most recent jobs
 
 
 def remote_state(job: Job) -> RemoteState:
-    return RemoteState(
-        remote_id=job.id,
-        state=_STATES.get(job.status, "running"),
-        stage=job.stage,
-        output_url=job.output_url,
-        error=job.error,
-        credits_charged=job.credits_charged,
-    )
+    state, charged = _STATES.get(job.status, "running"), job.credits_charged
+    return RemoteState(job.id, state, job.stage, output_url=job.output_url, error=job.error, credits_charged=charged)
+
+
+def created_state(created: CreatedJob) -> RemoteState:
+    """What the creation answer says: FaceDub charges then, and only this answer tells the overage."""
+    state, charged = _STATES.get(created.status, "queued"), created.credits_charged
+    return RemoteState(created.job_id, state, credits_charged=charged, is_overage=created.is_overage)
 
 
 def _may_match(odd: Unreadable, owned: Collection[str], duration: int, low: float, high: float) -> bool:
@@ -342,6 +342,7 @@ class FaceDub:
                     continue
                 self._active.add(created.job_id)
                 self._listed = None  # the list no longer shows every job that holds a slot
+                await hooks.created(created_state(created))  # the charge: a job that fails later still has it
                 return created.job_id
 
     async def refresh(self, remote_ids: Collection[str]) -> dict[str, RemoteState]:

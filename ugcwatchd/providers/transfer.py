@@ -11,6 +11,7 @@ claims, fsync'd and renamed into place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import mimetypes
 import os
@@ -308,8 +309,11 @@ async def _write_stream(response: httpx.Response, temp: Path, cap: int) -> tuple
 
 def _fsync_rename(temp: Path, target: Path) -> None:
     os.replace(temp, target)
-    fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)  # the rename itself must survive a crash
-    finally:
-        os.close(fd)
+    # The rename itself should survive a crash; some network filesystems refuse a folder's fsync, and
+    # the rename (already done) is what counts: a refusal there must not fail a finished download.
+    with contextlib.suppress(OSError):
+        fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -58,7 +58,9 @@ def load_rules(path: Path, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigProblems([_problem(source, err) for err in exc.errors()]) from None
     problems: list[Problem] = []
     rules = _resolve_rules(model, path, source, problems)
-    config = Config(path, source, model.providers, rules, model.metrics_listen, model.notify)
+    config = Config(
+        path, source, model.providers, rules, model.metrics_listen, model.notify, console_listen=model.console_listen
+    )
     if not problems:  # the folders can be resolved only once every template is known
         problems += find_overlaps(config, config.inboxes())
     if problems:

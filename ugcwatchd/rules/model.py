@@ -209,5 +209,6 @@ class RulesFile(_Strict):
     providers: Providers = Providers()
     defaults: Behaviour = Behaviour()
     metrics_listen: Annotated[str, AfterValidator(check_listen)] | None = None
+    console_listen: Annotated[str, AfterValidator(check_listen)] | None = None  # the web console; off by default
     notify: Notify | None = None
     rules: list[Rule] = Field(min_length=1)

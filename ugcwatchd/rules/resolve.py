@@ -128,6 +128,7 @@ class Config:
     rules: tuple[ResolvedRule, ...]
     metrics_listen: str | None
     notify: Notify | None
+    console_listen: str | None = None  # HOST:PORT of the web console, or None (off)
 
     def inboxes(self) -> list[Inbox]:
         return [inbox for rule in self.rules for inbox in rule.inboxes()]
@@ -196,8 +197,11 @@ def find_overlaps(config: Config, inboxes: list[Inbox]) -> list[Problem]:
                 )
             else:
                 for outer, inner in ((a, b), (b, a)):
-                    takes_subfolders = outer.rule.behaviour.recursive or (
-                        isinstance(outer.rule.action, FaceDubAction) and outer.rule.action.pair_by == "folder"
+                    action = outer.rule.action
+                    takes_subfolders = (
+                        outer.rule.behaviour.recursive
+                        or (isinstance(action, FaceDubAction) and action.pair_by == "folder")
+                        or (isinstance(action, DubLabAction) and action.options_from_folders)
                     )
                     if takes_subfolders and inner.path.is_relative_to(outer.path):
                         problems.append(

@@ -5,7 +5,6 @@ Each check raises ``ValueError`` with the message the operator reads next to the
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 from typing import Annotated
@@ -13,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator
 
-from ..languages import LANGUAGES
+from .. import languages
 from ..urls import https_or_loopback
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -42,23 +41,21 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _language_hint(code: str) -> str:
-    by_name = {name.lower(): c for c, name in LANGUAGES.items()}
-    if code.lower() in by_name:
-        return f" (did you mean '{by_name[code.lower()]}'?)"
-    close = difflib.get_close_matches(code.lower(), LANGUAGES, n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    close = languages.closest(code)
+    return f" (did you mean '{close}'?)" if close else ""
 
 
 def check_target_language(code: str) -> str:
+    """A dub target: checked against the provider's list in use (see ``ugcwatchd.languages``)."""
     if code == "auto":
         raise ValueError("'auto' is not a dub target: auto-detection is only for from")
-    if code not in LANGUAGES:
+    if code not in languages.known():
         raise ValueError(f"{code!r} is not a supported language{_language_hint(code)}")
     return code
 
 
 def check_source_language(code: str) -> str:
-    if code != "auto" and code not in LANGUAGES:
+    if code != "auto" and code not in languages.known():
         raise ValueError(f"{code!r} is not a supported language or 'auto'{_language_hint(code)}")
     return code
 

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from ugcwatchd.errors import Transient
-from ugcwatchd.providers.base import Intent, JobSpec, Provider, Reconciled
+from ugcwatchd.providers.base import Intent, JobSpec, Provider, Reconciled, RemoteState
 from ugcwatchd.providers.dublab import DubLab, DubLabClient
 from ugcwatchd.providers.facedub import DOCUMENTED_WINDOWS, FaceDub, FaceDubClient
 from ugcwatchd.providers.limits import RateWindows
@@ -37,6 +37,9 @@ class Hooks:
 
     async def sent(self) -> None:
         self.body_sent_at = time.time()
+
+    async def created(self, state: RemoteState) -> None:
+        self.created_state = state
 
     def intent(self, spec: JobSpec) -> Intent:
         stage, remote_id = self.stages[-1]
