@@ -292,7 +292,9 @@ class Daemon:
                 )
         try:  # a listener's address taken: the same sentence and exit code for both, nothing left open
             if self.metrics is not None and self.config.metrics_listen:
-                with map_os_errors(f"serve metrics on {self.config.metrics_listen}"):
+                with map_os_errors(
+                    f"serve metrics on {self.config.metrics_listen}", in_use="pick another metrics_listen"
+                ):
                     self.metrics.serve(self.config.metrics_listen)
                 log.info("metrics on http://%s/metrics", self.config.metrics_listen)
             await self.console.start(self.config.console_listen)

@@ -178,15 +178,16 @@ class UploadRefused(ProviderError):
 
 
 @contextmanager
-def map_os_errors(what: str) -> Iterator[None]:
-    """Turn an OSError while doing ``what`` into one of ours, without the library traceback."""
+def map_os_errors(what: str, *, in_use: str = "pick another --port") -> Iterator[None]:
+    """Turn an OSError while doing ``what`` into one of ours, without the library traceback.
+
+    ``in_use`` is the remedy for an address already taken: where the address was chosen.
+    """
     try:
         yield
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise UgcwatchdError(
-                f"cannot {what}: the address is already in use", remedy="pick another --port"
-            ) from None
+            raise UgcwatchdError(f"cannot {what}: the address is already in use", remedy=in_use) from None
         if exc.errno in (errno.EACCES, errno.EPERM):
             raise UgcwatchdError(f"cannot {what}: permission denied", remedy="check the owner and mode") from None
         raise UgcwatchdError(f"cannot {what}: {exc.strerror or exc}") from None

@@ -250,6 +250,6 @@ def test_statement_csv_name_that_looks_like_a_formula_comes_out_as_text() -> Non
     """A file named `=HYPERLINK(…)` must not become a live formula when the agency opens the CSV."""
     evil = [charge('=HYPERLINK("http://x")', "facedub", 2, "+acme"), charge("@sum.facedub", "facedub", 1, "-g")]
     rows = [r for r in csv.DictReader(io.StringIO(to_csv(build(evil, "2026-11")))) if r["kind"] == "line"]
-    assert [r["job"] for r in rows] == ["'=HYPERLINK(\"http://x\")", "'@sum.facedub"]
+    assert [r["job"] for r in rows] == ['\'=HYPERLINK("http://x")', "'@sum.facedub"]
     assert all(not r["client"].startswith(("=", "+", "-", "@")) for r in rows)
     assert [r["credits_charged"] for r in rows] == ["2", "1"]  # numbers stay numbers

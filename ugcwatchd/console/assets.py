@@ -13,11 +13,12 @@ a{color:var(--accent)}
 header{border-bottom:1px solid var(--line);padding:.5rem 1rem;display:flex;gap:.4rem 1.2rem;
 flex-wrap:wrap;align-items:center}
 header .brand{font-weight:600}header nav{display:flex;gap:1rem;flex:1}
-main{padding:.5rem 1rem 1rem;max-width:1150px;margin:0 auto}
+main{padding:.5rem 1rem 1rem;max-width:1150px;margin:0 auto;overflow-wrap:break-word}
 h1{font-size:1.3rem;margin:.6rem 0}h2{font-size:1.1rem;margin:1.4rem 0 .5rem}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
 th{font-weight:600;font-size:.9rem}
+td.nm{overflow-wrap:anywhere;min-width:9rem}
 .scroll{overflow-x:auto}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(16rem,1fr));gap:.8rem}
 .card{border:1px solid var(--line);border-radius:6px;padding:.6rem .8rem}

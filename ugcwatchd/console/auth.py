@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -20,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import SecretStr
+
+from .. import urls
 
 SESSION_COOKIE = "ugcwatchd_session"
 LOGIN_COOKIE = "ugcwatchd_login"
@@ -48,13 +49,7 @@ def is_loopback(host: str) -> bool:
     Not ``*.localhost``: some browsers ask DNS for those names, and a hostile resolver can point one at
     a page of its own, then at 127.0.0.1 (DNS rebinding).
     """
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return urls.is_loopback(host.strip("[]"))
 
 
 def split_host(header: str) -> str:

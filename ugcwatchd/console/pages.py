@@ -84,7 +84,7 @@ def overview_live(o: Overview, viewer: Viewer) -> str:
         for r in o.running:
             stage = r.job.detail.remote.stage if r.job.detail.remote and r.job.detail.remote.stage else r.job.stage
             out.append(
-                f'<tr data-job="{r.job.id}"><td>{_item_link(r.item)}</td><td>{name(r.job.name)}'
+                f'<tr data-job="{r.job.id}"><td>{_item_link(r.item)}</td><td class="nm">{name(r.job.name)}'
                 f' <span class="muted">{e(r.job.provider)}</span></td><td class="wide">{_who(r.item)}</td>'
                 f'<td class="stage">{e(r.job.state)}{" / " + e(stage) if stage else ""}</td>'
                 f'<td class="progress">{progress_cell(r.progress, r.estimated)}</td>'
@@ -108,8 +108,9 @@ def overview_live(o: Overview, viewer: Viewer) -> str:
                 f" and {len(g.jobs) - 5} more" if len(g.jobs) > 5 else ""
             )
             out.append(
-                f'<tr data-item="{g.item.id}"><td>{_item_link(g.item)}</td><td>{jobs}<div class="muted">{_who(g.item)}'
-                f"</div></td><td>{e(g.words)}</td><td>{buttons}</td></tr>"
+                f'<tr data-item="{g.item.id}"><td>{_item_link(g.item)}</td>'
+                f'<td class="nm">{jobs}<div class="muted">{_who(g.item)}</div></td>'
+                f"<td>{e(g.words)}</td><td>{buttons}</td></tr>"
             )
         out.append("</table></div>")
         shown_jobs = sum(len(g.jobs) for g in o.held)
@@ -127,7 +128,8 @@ def overview_live(o: Overview, viewer: Viewer) -> str:
             if item.state == ItemState.FAILED and retryable(job):
                 again = action(viewer, f"/items/{item.id}/retry", "Retry", back="/")
             out.append(
-                f'<tr><td>{_item_link(item)}</td><td>{name(job.name)}<div class="muted">{_who(item)}</div></td>'
+                f'<tr><td>{_item_link(item)}</td><td class="nm">{name(job.name)}'
+                f'<div class="muted">{_who(item)}</div></td>'
                 f"<td>{e(why)}</td><td>{again}</td></tr>"
             )
         out.append("</table></div>")
@@ -183,7 +185,8 @@ def items_page(p: ItemsPage, rules: Sequence[str], viewer: Viewer) -> str:
     for r in p.rows:
         inputs = ", ".join(name(i.name) for i in r.inputs[:3]) + (" ..." if len(r.inputs) > 3 else "")
         rows.append(
-            f'<tr data-item="{r.item.id}"><td>{_item_link(r.item)}</td><td>{inputs}</td><td>{_who(r.item)}</td>'
+            f'<tr data-item="{r.item.id}"><td>{_item_link(r.item)}</td><td class="nm">{inputs}</td>'
+            f"<td>{_who(r.item)}</td>"
             f'<td>{e(r.item.state)}</td><td class="wide">{e(_job_summary(r.jobs))}</td></tr>'
         )
     table = (
@@ -233,7 +236,7 @@ def timeline(events: Sequence[Event], jobs: dict[int, str], now: float) -> str:
         job = name(jobs.get(ev.job_id, "")) if ev.job_id else ""
         times = f" (x{count})" if count > 1 else ""
         out.append(
-            f"<tr><td>{e(when(ev.at, now))}</td><td>{job}</td><td>{e(ev.kind)}{times}</td>"
+            f"<tr><td>{e(when(ev.at, now))}</td><td class='nm'>{job}</td><td>{e(ev.kind)}{times}</td>"
             f'<td class="muted">{e(_event_words(ev))}</td></tr>'
         )
     return (
@@ -250,7 +253,7 @@ def item_live(v: ItemView, now: float) -> str:
         progress = remote.progress if remote and remote.progress is not None else None
         paid = v.charged.get(j.id)
         rows.append(
-            f'<tr data-job="{j.id}"><td>{name(j.name)}</td><td>{e(j.state)}</td>'
+            f'<tr data-job="{j.id}"><td class="nm">{name(j.name)}</td><td>{e(j.state)}</td>'
             f"<td>{e(remote.stage if remote and remote.stage else j.stage or '')}</td>"
             f"<td>{progress_cell(progress, False)}</td><td>{e(j.remote_id or '-')}</td>"
             f"<td>{'-' if paid is None else number(paid)}</td><td>{e(why)}</td></tr>"
@@ -308,7 +311,7 @@ def _sidecars(v: ItemView) -> str:
                 out.append(f'<p>{name(job.name)}.{e(kind)}.json: <span class="bad">{e(text.why)}</span></p>')
                 continue
             assert text is not None
-            with contextlib.suppress(ValueError):  # else shown as it is: being replaced, or not ours
+            with contextlib.suppress(ValueError, RecursionError):  # else shown as it is: being replaced, or not ours
                 text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
             out.append(f"<details><summary>{name(job.name)}.{e(kind)}.json</summary><pre>{e(text)}</pre></details>")
     return "".join(out)
@@ -329,10 +332,11 @@ def item_page(v: ItemView, viewer: Viewer, now: float) -> str:
         buttons += action(viewer, f"{back}/reject", "Reject", back=back, css="stop")
     hint = act_hint(viewer) if v.retryable or v.awaiting_approval or v.candidates else ""
     inputs = "".join(
-        f"<tr><td>{name(i.name)}</td><td>{e(i.role)}</td><td>{i.bytes}</td><td>{e(i.mime or '-')}</td>"
+        f'<tr><td class="nm">{name(i.name)}</td><td>{e(i.role)}</td>'
+        f"<td>{i.bytes}</td><td>{e(i.mime or '-')}</td>"
         f"<td>{'-' if i.seconds is None else f'{i.seconds:.1f} s'}</td>"
         f'<td class="wide"><code>{e(i.sha256[:16])}</code></td>'
-        f'<td class="wide">{name(i.parked) if i.parked else "-"}</td></tr>'
+        f'<td class="wide nm">{name(i.parked) if i.parked else "-"}</td></tr>'
         for i in v.inputs
     )
     body = (

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 from pydantic import SecretStr
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import UgcwatchdError
 from ..ledger import Ledger
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ugcwatchd.console")
 T = TypeVar("T")
 STOP_WITHIN = 3.0  # seconds for open requests to finish at shutdown; the daemon's stop budget allows it
+CONNECTIONS_MAX = 64  # open at once; more are closed at once, so browsers cannot use up the daemon's files
+REQUEST_WAIT = 10.0  # seconds a new connection has to send its request's head
 
 
 class ConsoleError(UgcwatchdError):
@@ -158,6 +161,7 @@ class Console:
         self.open_reads = is_loopback(split_host(listen))
         config = uvicorn.Config(
             self._app,
+            http=_Guarded,
             lifespan="off",
             log_config=None,  # the daemon's logging stays as it is
             log_level="warning",
@@ -245,3 +249,37 @@ class _Server(uvicorn.Server):
 
     def install_signal_handlers(self) -> None:  # what uvicorn before 0.29 called instead
         return
+
+
+class _Guarded(H11Protocol):
+    """uvicorn's HTTP/1.1 with a cap on connections and a deadline for the first request's head.
+
+    uvicorn waits forever for a request that never comes: a client that connects and sends nothing, or
+    trickles its headers, holds one of the daemon's file descriptors; a few hundred of them from the LAN
+    and the daemon could not open its inputs or reach its providers.
+    """
+
+    _counted = False
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self.connections) >= CONNECTIONS_MAX:
+            transport.close()
+            return
+        self._counted = True
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._deadline = self.loop.call_later(REQUEST_WAIT, self._no_request)
+
+    def _no_request(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._counted:
+            super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._counted:
+            super().data_received(data)

@@ -49,22 +49,22 @@ def read_one(path: Path) -> Sidecar:
             return Unshown("not shown: a symbolic link")
         return Unshown(f"not shown: {exc.strerror or exc}")
     try:
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                return Unshown("not shown: not a regular file")
-            if st.st_size > SIZE_MAX:
-                return Unshown(f"not shown: {st.st_size} bytes, more than a sidecar has")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return Unshown("not shown: not a regular file")
+        if st.st_size > SIZE_MAX:
+            return Unshown(f"not shown: {st.st_size} bytes, more than a sidecar has")
+        with os.fdopen(fd, "rb", closefd=False) as f:
             return f.read(SIZE_MAX).decode("utf-8", "replace")
     except OSError as exc:
         return Unshown(f"not shown: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
 
 
 def read_sidecars(outbox: str, jobs: Sequence[tuple[int, str]]) -> Found:
     """Each job's sidecars (None where there is none)."""
-    return {
-        job_id: {kind: read_one(sidecar_path(Path(outbox), name, kind)) for kind in KINDS} for job_id, name in jobs
-    }
+    return {job_id: {kind: read_one(sidecar_path(Path(outbox), name, kind)) for kind in KINDS} for job_id, name in jobs}
 
 
 async def read_within(outbox: str, jobs: Sequence[tuple[int, str]], wait: float) -> Found | None:

@@ -268,7 +268,7 @@ class ItemView:
     candidates: dict[int, list[Candidate]]  # per ambiguous job
     awaiting_approval: bool
     retryable: bool
-    sidecars: Found = field(default_factory=dict)  # job -> kind -> text
+    sidecars: Found = field(default_factory=dict)  # job -> kind -> its text, why it is not shown, or None
 
 
 def item_view(ledger: Ledger, item_id: int) -> ItemView:

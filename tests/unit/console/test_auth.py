@@ -115,6 +115,8 @@ def test_auth_ten_wrong_tokens_in_a_minute_make_logins_wait() -> None:
         ("192.168.1.10", False),
         ("nas.example", False),
         ("localhost.evil.example", False),
+        ("evil.localhost", False),  # some browsers ask DNS for it: a rebinding name
+        ("localhost.", False),
     ],
 )
 def test_auth_is_loopback(host: str, loopback: bool) -> None:

@@ -8,6 +8,7 @@ import re
 from ugcwatchd.console.eta import Forecast
 from ugcwatchd.console.pages import item_page, items_page, overview_page
 from ugcwatchd.console.render import Viewer, e, login_page, name, page, progress_cell
+from ugcwatchd.console.sidecars import Unshown
 from ugcwatchd.console.views import (
     Filters,
     HeldGroup,
@@ -128,3 +129,13 @@ def test_render_progress_is_clamped_and_marks_estimates() -> None:
     assert 'value="100"' in progress_cell(140.0, False) and "100%" in progress_cell(140.0, False)
     assert "~40%" in progress_cell(40.0, True)
     assert "-" in progress_cell(None, False)
+
+
+def test_render_item_page_shows_a_sidecar_nested_too_deep_for_json_as_text() -> None:
+    deep = "[" * 100_000 + "]" * 100_000  # under the size limit; json.loads gives up with a RecursionError
+    view = ItemView(
+        _item(), [], [_job()], {}, [], {}, awaiting_approval=False, retryable=False,
+        sidecars={3: {"status": deep, "quote": Unshown("not shown: a symbolic link"), "result": None, "error": None}},
+    )  # fmt: skip
+    html = item_page(view, VIEWER, 1e9)
+    assert deep in html and 'quote.json: <span class="bad">not shown: a symbolic link</span>' in html

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
 
 from tests.console_history import seed
-from ugcwatchd.console.views import Filters, ProviderView, hold_words, items, overview, spend
+from ugcwatchd.console.views import Filters, ProviderView, hold_words, item_view, items, overview, spend
 from ugcwatchd.ledger import Ledger
 from ugcwatchd.states import HoldReason, JobState
 
@@ -69,3 +70,29 @@ def test_views_items_page_lists_inputs_and_jobs_of_each_match(tmp_path: Path) ->
     page = items(ledger, Filters(client="acme"), limit=4)
     assert len(page.rows) == 4 and page.page.older is not None
     assert all(r.item.parts == {"client": "acme"} and r.inputs and r.jobs for r in page.rows)
+
+
+def test_views_every_page_reads_index_ranges_never_a_whole_table(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path, finished=300, open_items=200)
+    statements: list[str] = []
+    ledger._db.set_trace_callback(statements.append)
+    o = overview(ledger, [FACEDUB, DUBLAB])
+    spend(ledger, ["facedub", "dublab"])
+    for filters in (Filters(), Filters(name="clip", client="acme", rule="faces", state="failed"), Filters(before=99)):
+        items(ledger, filters)
+    item_view(ledger, o.held[0].item.id)
+    ledger._db.set_trace_callback(None)
+    held_ids = [job.id for group in o.held for job in group.jobs]
+    assert held_ids == sorted(held_ids) and [r.job.id for r in o.running] == sorted(r.job.id for r in o.running)
+    plans = {
+        sql: [row[3] for row in ledger._db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        for sql in dict.fromkeys(statements)
+        if sql.lstrip().upper().startswith("SELECT")
+    }
+    assert len(plans) > 10
+    big = re.compile(r"^SCAN (items|jobs|inputs|events|charges)\b")  # the whole table, however long the history
+    for sql, plan in plans.items():
+        assert not [step for step in plan if big.match(step)], (sql, plan)
+        if "JOIN items ON items.id = jobs.item_id" in sql:  # open work: rows read by id, picked from an index
+            assert "SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+            assert any(step.startswith("SEARCH jobs USING COVERING INDEX") for step in plan), plan
