@@ -1,4 +1,4 @@
-"""Fixtures for every test: a hermetic environment and real sample media."""
+"""Fixtures for every test: a hermetic environment and real sample media; PostgreSQL from tests/pg.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from ugcwatchd.sandbox.media import make_media, make_photo
+
+# pg_server (a throwaway cluster per test process) and pg_url (a fresh database per test).
+pytest_plugins = ("tests.pg",)
 
 _LEAKY = (
     "NOTIFY_SOCKET",
@@ -23,9 +26,9 @@ _PROXIES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 @pytest.fixture(autouse=True)
 def hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's settings, proxies, systemd sockets or home directory."""
+    """No test sees the developer's settings, proxies, systemd sockets, libpq defaults or home directory."""
     for name in list(os.environ):
-        if name.startswith("UGCWATCHD_") or name in _LEAKY or name.lower() in _PROXIES:
+        if name.startswith(("UGCWATCHD_", "PG")) or name in _LEAKY or name.lower() in _PROXIES:
             monkeypatch.delenv(name)
     home = tmp_path / "home"
     home.mkdir()
