@@ -11,7 +11,7 @@ import pytest
 from ugcwatchd.sandbox.media import make_media, make_photo
 
 # pg_server (a throwaway cluster per test process) and pg_url (a fresh database per test).
-pytest_plugins = ("tests.pg",)
+pytest_plugins = ("tests.pg", "tests.ledgers")
 
 _LEAKY = (
     "NOTIFY_SOCKET",

@@ -11,43 +11,51 @@ from __future__ import annotations
 import json
 import math
 import random
-import sqlite3
 from pathlib import Path
 
-from ugcwatchd.ledger import FILE_NAME, Ledger
+from ugcwatchd.ledger import Ledger
+from ugcwatchd.ledger.backend import Connection
 
 CLIENTS = ("acme", "bravo", "corto")
 DAY = 86400.0
 OPEN_KINDS = ("queued", "credits", "approval", "ambiguous", "running")
 
 
-def _insert(db: sqlite3.Connection, table: str, row: dict[str, object]) -> int:
+def _insert(db: Connection, table: str, row: dict[str, object]) -> int:
     columns = ", ".join(row)
     marks = ", ".join("?" for _ in row)
-    return int(db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values())).lastrowid or 0)  # noqa: S608
+    if table == "inputs":  # keyed by (item_id, path): no id to return
+        db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values()))  # noqa: S608
+        return 0
+    query = f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING id"  # noqa: S608
+    return int(db.execute(query, tuple(row.values())).fetchone()[0])
 
 
-def _event(db: sqlite3.Connection, at: float, item: int, job: int | None, kind: str, detail: object = None) -> None:
+def _event(db: Connection, at: float, item: int, job: int | None, kind: str, detail: object = None) -> None:
     text = json.dumps(detail, sort_keys=True) if detail is not None else None
     _insert(db, "events", {"at": at, "item_id": item, "job_id": job, "kind": kind, "detail": text})
 
 
 def seed(state: Path, root: Path, *, items: int, now: float, days: int = 30, open_items: int = 0) -> None:
+    """The state folder's ledger, seeded as :func:`seed_ledger` does."""
+    ledger = Ledger.open(state)
+    try:
+        seed_ledger(ledger, root, items=items, now=now, days=days, open_items=open_items)
+    finally:
+        ledger.close()
+
+
+def seed_ledger(ledger: Ledger, root: Path, *, items: int, now: float, days: int = 30, open_items: int = 0) -> None:
     """``items`` finished items spread over the last ``days`` (the newest last), then ``open_items`` open ones."""
-    Ledger.open(state).close()
-    db = sqlite3.connect(state / FILE_NAME, isolation_level=None)
-    db.execute("PRAGMA synchronous=OFF")
-    db.execute("BEGIN")
-    rng = random.Random(7)
-    for n in range(items + open_items):
-        past = n < items
-        t = now - days * DAY * (1 - n / items) - 600 if past else now - rng.uniform(60, 3600)
-        _item(db, root, n, t, rng, "finished" if past else OPEN_KINDS[n % len(OPEN_KINDS)])
-    db.execute("COMMIT")
-    db.close()
+    with ledger.transaction() as db:
+        rng = random.Random(7)
+        for n in range(items + open_items):
+            past = n < items
+            t = now - days * DAY * (1 - n / items) - 600 if past else now - rng.uniform(60, 3600)
+            _item(db, root, n, t, rng, "finished" if past else OPEN_KINDS[n % len(OPEN_KINDS)])
 
 
-def _item(db: sqlite3.Connection, root: Path, n: int, t: float, rng: random.Random, kind: str) -> None:
+def _item(db: Connection, root: Path, n: int, t: float, rng: random.Random, kind: str) -> None:
     client = CLIENTS[(n // 3) % len(CLIENTS)]  # every client uses both providers
     facedub = n % 3 != 2
     rule, provider = ("faces", "facedub") if facedub else ("dub", "dublab")
@@ -76,7 +84,7 @@ def _item(db: sqlite3.Connection, root: Path, n: int, t: float, rng: random.Rand
 
 
 def _job(
-    db: sqlite3.Connection, item: int, name: str, outbox: str, provider: str, t: float, rng: random.Random,
+    db: Connection, item: int, name: str, outbox: str, provider: str, t: float, rng: random.Random,
     kind: str, failed: bool,
 ) -> None:  # fmt: skip
     duration = rng.choice((5, 10, 15, 20, 30))

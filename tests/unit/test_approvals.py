@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ledgers import MakeLedger, sqlite_only
 from ugcwatchd import cli
 from ugcwatchd.approvals import answer_items, approve, awaiting, not_awaiting, reject
 from ugcwatchd.errors import ExitCode, UsageError
@@ -44,8 +45,9 @@ def add(ledger: Ledger, key: str, langs: tuple[str, ...] = ("de", "es"), detail:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger.open(tmp_path / "state")
+def ledger(make_ledger: MakeLedger) -> Ledger:
+    """The ledger on each backend."""
+    return make_ledger()
 
 
 def test_approve_item_awaiting_queues_its_jobs_and_records_who(ledger: Ledger) -> None:
@@ -141,7 +143,8 @@ def test_status_awaiting_items_with_their_estimates(ledger: Ledger, capsys: pyte
 def test_cli_approve_and_reject_print_a_line_per_item_or_exit_2(
     tmp_path: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("UGCWATCHD_STATE_DIR", str(tmp_path / "state"))
+    sqlite_only(ledger, "the commands open the state folder's ledger")
+    monkeypatch.setenv("UGCWATCHD_STATE_DIR", str(ledger.path.parent))
     first, second, third = add(ledger, "a"), add(ledger, "b", ("de",)), add(ledger, "c", ("es",))
     assert cli.main(["approve", str(first), str(second)]) == ExitCode.OK
     assert capsys.readouterr().out.splitlines() == [
@@ -156,9 +159,11 @@ def test_cli_approve_and_reject_print_a_line_per_item_or_exit_2(
     assert capsys.readouterr().out.startswith("item 3: rejected c.es (about 8 seconds)")
 
 
-def test_approve_racing_reject_from_two_connections_exactly_one_answer_counts(tmp_path: Path, ledger: Ledger) -> None:
+def test_approve_racing_reject_from_two_connections_exactly_one_answer_counts(
+    make_ledger: MakeLedger, ledger: Ledger
+) -> None:
     # The daemon's desk and an operator's command each have their own connection to the one ledger.
-    other = Ledger.open(tmp_path / "state")
+    other = make_ledger()
     outcomes: list[tuple[str, str]] = []
     try:
         for round_ in range(20):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ledgers import MakeLedger
 from ugcwatchd.ledger import (
     SCHEMA_VERSION,
     Failure,
@@ -17,6 +18,7 @@ from ugcwatchd.ledger import (
     PlannedJob,
     StaleTransition,
 )
+from ugcwatchd.ledger.backend import INTEGRITY_ERRORS
 from ugcwatchd.states import ErrorCode, FailStage
 
 
@@ -50,11 +52,11 @@ def test_ledger_newer_schema_is_refused(tmp_path: Path) -> None:
         Ledger.open(tmp_path)
 
 
-def test_ledger_item_with_inputs_and_jobs_survives_reopening(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_item_with_inputs_and_jobs_survives_reopening(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     item_id = add(ledger)
     ledger.close()
-    again = Ledger.open(tmp_path)
+    again = make_ledger()
     item = again.item(item_id)
     jobs = again.jobs_of(item_id)
     assert (item.state, item.rule, item.key) == ("planned", "dub", "clip")
@@ -64,8 +66,8 @@ def test_ledger_item_with_inputs_and_jobs_survives_reopening(tmp_path: Path) -> 
     assert again.events(item_id)[0][0] == "item planned"
 
 
-def test_ledger_job_moves_along_the_state_machine_with_events(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_job_moves_along_the_state_machine_with_events(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     job = ledger.jobs_of(add(ledger))[0]
     ledger.move_job(job.id, "submitting", expect="queued", stage="init", sent_at=100.0)
     moved = ledger.move_job(
@@ -82,8 +84,8 @@ def test_ledger_job_moves_along_the_state_machine_with_events(tmp_path: Path) ->
     assert kinds == ["item planned", "job queued -> submitting", "job submitting -> submitted"]
 
 
-def test_ledger_illegal_or_stale_transition_is_refused_and_changes_nothing(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_illegal_or_stale_transition_is_refused_and_changes_nothing(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     job = ledger.jobs_of(add(ledger))[0]
     with pytest.raises(StaleTransition, match="cannot go from queued to delivered"):
         ledger.move_job(job.id, "delivered")
@@ -94,20 +96,20 @@ def test_ledger_illegal_or_stale_transition_is_refused_and_changes_nothing(tmp_p
     assert len(ledger.events(job.item_id)) == 2
 
 
-def test_ledger_one_remote_job_is_never_owned_twice(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_one_remote_job_is_never_owned_twice(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     first, second = ledger.jobs_of(add(ledger))
     for job in (first, second):
         ledger.move_job(job.id, "submitting")
     ledger.move_job(first.id, "submitted", remote_id="same")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         ledger.move_job(second.id, "submitted", remote_id="same")
     assert ledger.job(second.id).state == "submitting"  # the failed move was rolled back whole
     assert ledger.remote_ids("dublab") == {"same"}
 
 
-def test_ledger_delivered_job_is_found_by_dedupe_key(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_delivered_job_is_found_by_dedupe_key(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     job = ledger.jobs_of(add(ledger))[0]
     assert ledger.delivered_job(job.dedupe_key) is None
     ledger.move_job(job.id, "submitting")
@@ -118,8 +120,8 @@ def test_ledger_delivered_job_is_found_by_dedupe_key(tmp_path: Path) -> None:
     assert found is not None and found.id == job.id and found.remote_id == "r-9"
 
 
-def test_ledger_open_item_with_input_ignores_finished_items(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_open_item_with_input_ignores_finished_items(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     item_id = add(ledger)
     assert ledger.open_item_with_input("/in/clip.mp4") == ledger.item(item_id)
     ledger.move_item(item_id, "failed", reason="invalid")
@@ -134,8 +136,8 @@ def test_ledger_unreadable_location_is_a_clear_error(tmp_path: Path) -> None:
         Ledger.open(blocker / "state")
 
 
-def test_ledger_failed_jobs_of_closed_items_are_not_read_again(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_failed_jobs_of_closed_items_are_not_read_again(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     open_item, closed_item = add(ledger, key="open"), add(ledger, key="closed")
     for item_id in (open_item, closed_item):
         for job in ledger.jobs_of(item_id):
@@ -144,8 +146,8 @@ def test_ledger_failed_jobs_of_closed_items_are_not_read_again(tmp_path: Path) -
     assert {j.item_id for j in ledger.failed_jobs_of_open_items()} == {open_item}
 
 
-def test_ledger_estimates_sent_since_add_up_for_budgets(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_estimates_sent_since_add_up_for_budgets(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     first, second = ledger.jobs_of(add(ledger))
     ledger.move_job(first.id, "submitting", sent_at=100.0, estimate=4)
     ledger.move_job(second.id, "submitting", sent_at=50.0, estimate=7)
@@ -182,8 +184,8 @@ def test_ledger_job_detail_reads_the_flat_format_of_earlier_ledgers() -> None:
     }
 
 
-def test_ledger_requeue_keeps_nothing_of_the_error(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_requeue_keeps_nothing_of_the_error(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     job = ledger.jobs_of(add(ledger))[0]
     ledger.move_job(job.id, "submitting")
     failure = Failure(FailStage.POLL, ErrorCode.REMOTE_FAILED, "it broke", retryable=True)

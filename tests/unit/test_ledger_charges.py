@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
+from tests.ledgers import MakeLedger, sqlite_only
 from ugcwatchd.ledger import SCHEMA_VERSION, Failure, InputFile, JobDetail, Ledger, PlannedJob
 from ugcwatchd.metrics import Metrics
 from ugcwatchd.providers.base import RemoteState
@@ -71,8 +72,8 @@ def deliver(ledger: Ledger, job_id: int, charged: int, billed: float | None = No
     ledger.move_job(job_id, JobState.DELIVERED, detail=JobDetail(remote=remote, completed_at=ledger._clock()))
 
 
-def test_ledger_scope_spent_counts_one_inbox_per_period_whatever_its_rule_name(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=Clock())
+def test_ledger_scope_spent_counts_one_inbox_per_period_whatever_its_rule_name(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(Clock())
     day, month = T0 - 3600, T0 - 10 * 86400
     acme = [add(ledger, f"a{n}", estimate=n + 1) for n in range(5)]
     send(ledger, acme[0], T0 - 60, "r0")  # today: 1
@@ -104,8 +105,8 @@ def test_ledger_scope_spent_counts_one_inbox_per_period_whatever_its_rule_name(t
     )
 
 
-def test_ledger_scope_spent_reads_no_whole_table(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=Clock())
+def test_ledger_scope_spent_reads_no_whole_table(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(Clock())
     for n in range(30):
         job = add(ledger, f"c{n}", inbox=f"/srv/c{n % 3}/faces/inbox")
         send(ledger, job, T0 - n * 3600, f"r{n}")
@@ -116,9 +117,9 @@ def test_ledger_scope_spent_reads_no_whole_table(tmp_path: Path) -> None:
     assert _full_scans(ledger, spent) == []
 
 
-def test_ledger_charges_between_lists_delivered_and_failed_but_charged_jobs(tmp_path: Path) -> None:
+def test_ledger_charges_between_lists_delivered_and_failed_but_charged_jobs(make_ledger: MakeLedger) -> None:
     clock = Clock()
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
+    ledger = make_ledger(clock)
     delivered, failed, free = add(ledger, "a"), add(ledger, "b", parts={}), add(ledger, "c")
     for n, job in enumerate((delivered, failed, free)):
         send(ledger, job, T0, f"r{n}")
@@ -137,14 +138,15 @@ def test_ledger_charges_between_lists_delivered_and_failed_but_charged_jobs(tmp_
     assert ledger.charges_between(T0 + 60, T0 + 120) == []
 
 
-def test_ledger_charge_tallies_count_failed_charges_per_rule_and_parts(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=Clock())
+def test_ledger_charge_tallies_count_failed_charges_per_rule_and_parts(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(Clock())
     a, b, c = add(ledger, "a"), add(ledger, "b"), add(ledger, "c", inbox="/srv/faces/inbox", parts={})
     for n, job in enumerate((a, b, c)):
         send(ledger, job, T0, f"r{n}")
     deliver(ledger, a, 2)
     fail_charged(ledger, b, 3)
     deliver(ledger, c, 1)
+    sqlite_only(ledger, "the metrics read the SQLite file")
     scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
     assert 'ugcwatchd_credits_charged_total{provider="facedub"} 6.0' in scrape
     assert 'ugcwatchd_client_credits_charged_total{parts="client=acme",provider="facedub",rule="faces"} 5.0' in scrape
@@ -173,11 +175,14 @@ def test_ledger_migration_to_version_5_fills_the_tally_per_client_from_charges(t
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
-def test_metrics_client_folder_not_utf8_is_a_label_with_its_bytes_shown_never_a_failed_scrape(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=Clock())
+def test_metrics_client_folder_not_utf8_is_a_label_with_its_bytes_shown_never_a_failed_scrape(
+    make_ledger: MakeLedger,
+) -> None:
+    ledger = make_ledger(Clock())
     job = add(ledger, "a", inbox="/srv/odd/faces/inbox", parts={"client": os.fsdecode(b'ac\xffme "x"')})
     send(ledger, job, T0, "r1")
     deliver(ledger, job, 2)
+    sqlite_only(ledger, "the metrics read the SQLite file")
     scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
     assert (
         'ugcwatchd_client_credits_charged_total{parts="client=ac\\\\xffme \\"x\\"",provider="facedub",rule="faces"} 2.0'
@@ -185,8 +190,8 @@ def test_metrics_client_folder_not_utf8_is_a_label_with_its_bytes_shown_never_a_
     )
 
 
-def test_ledger_charge_of_a_failed_download_retried_as_a_download_is_counted_once(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=Clock())
+def test_ledger_charge_of_a_failed_download_retried_as_a_download_is_counted_once(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(Clock())
     job = add(ledger, "a")
     send(ledger, job, T0, "r1")
     remote = RemoteState("r1", "completed", credits_charged=2, is_overage=False)
@@ -199,14 +204,15 @@ def test_ledger_charge_of_a_failed_download_retried_as_a_download_is_counted_onc
     assert [(c.state, c.credits, c.remote_id) for c in ledger.charges_between(0, T0 + 1)] == [
         (JobState.DELIVERED, 2, "r1")
     ]
+    sqlite_only(ledger, "the metrics read the SQLite file")
     scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
     assert 'ugcwatchd_credits_charged_total{provider="facedub"} 2.0' in scrape
     assert 'ugcwatchd_client_credits_charged_total{parts="client=acme",provider="facedub",rule="faces"} 2.0' in scrape
 
 
-def test_ledger_charge_of_a_failed_job_resubmitted_by_retry_shows_both_payments(tmp_path: Path) -> None:
+def test_ledger_charge_of_a_failed_job_resubmitted_by_retry_shows_both_payments(make_ledger: MakeLedger) -> None:
     clock = Clock()
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
+    ledger = make_ledger(clock)
     job = add(ledger, "a")
     send(ledger, job, T0, "r1")
     fail_charged(ledger, job, 2, overage=True)  # FaceDub charged at creation; the job failed
@@ -219,6 +225,7 @@ def test_ledger_charge_of_a_failed_job_resubmitted_by_retry_shows_both_payments(
         ("r1", JobState.FAILED, 2, True, "a.facedub"),
         ("r2", JobState.DELIVERED, 2, None, "a.facedub"),
     ]
+    sqlite_only(ledger, "the metrics read the SQLite file")
     scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
     assert 'ugcwatchd_credits_charged_total{provider="facedub"} 4.0' in scrape
 
@@ -272,11 +279,11 @@ def test_ledger_migration_from_version_3_keeps_the_charged_totals_and_counts_eac
 
 
 def test_ledger_estimated_since_counts_a_failed_job_the_provider_charged_but_not_an_uncharged_one(
-    tmp_path: Path,
+    make_ledger: MakeLedger,
 ) -> None:
     """The provider's daily budget: a FaceDub job that failed after creation was paid for; one that
     failed before anything was charged was not."""
-    ledger = Ledger(tmp_path / "l.sqlite3", Clock())
+    ledger = make_ledger(Clock())
     charged, uncharged, running = (add(ledger, k, estimate=3) for k in ("a", "b", "c"))
     for n, job_id in enumerate((charged, uncharged, running)):
         send(ledger, job_id, T0 + n, f"r-{n}")

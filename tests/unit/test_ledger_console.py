@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
+from tests.ledgers import MakeLedger
 from tests.support import ManualClock
 from ugcwatchd.ledger import InputFile, JobDetail, Ledger, PlannedJob
 from ugcwatchd.providers.base import RemoteState
@@ -34,8 +34,8 @@ def deliver(ledger: Ledger, job_id: int, sent: float, done: float, credits: int)
     ledger.move_job(job_id, JobState.DELIVERED, detail=ledger.job(job_id).detail)
 
 
-def test_ledger_search_by_file_name_part_any_case_with_wildcards_taken_literally(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_search_by_file_name_part_any_case_with_wildcards_taken_literally(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     ids = {n: add(ledger, n) for n in ("Alice_1", "alice-2", "bob", "100%real", "caf\udce9")}
     assert [i.id for i in ledger.search_items(name="ALICE").items] == [ids["alice-2"], ids["Alice_1"]]
     assert [i.id for i in ledger.search_items(name="e_1").items] == [ids["Alice_1"]]  # _ is no wildcard
@@ -44,8 +44,8 @@ def test_ledger_search_by_file_name_part_any_case_with_wildcards_taken_literally
     assert ledger.search_items(name="nobody").items == []
 
 
-def test_ledger_search_by_client_rule_and_state(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_search_by_client_rule_and_state(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     a = add(ledger, "a", client="acme")
     b = add(ledger, "b", client="bravo", rule="dub")
     c = add(ledger, "c", client="bravo")
@@ -56,8 +56,8 @@ def test_ledger_search_by_client_rule_and_state(tmp_path: Path) -> None:
     assert [i.id for i in ledger.search_items(client="bravo", rule="faces", state="failed", name="c").items] == [c]
 
 
-def test_ledger_search_pages_newest_first_and_goes_on_where_a_window_ended(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_search_pages_newest_first_and_goes_on_where_a_window_ended(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     ids = [add(ledger, f"{'match' if n % 10 == 0 else 'other'}{n}") for n in range(40)]
     page = ledger.search_items(limit=15)
     assert [i.id for i in page.items] == ids[::-1][:15] and page.older == ids[25]
@@ -75,9 +75,9 @@ def test_ledger_search_pages_newest_first_and_goes_on_where_a_window_ended(tmp_p
     assert found == [ids[n] for n in (30, 20, 10, 0)] and requests == 4
 
 
-def test_ledger_spend_by_day_sums_charges_per_provider_and_client(tmp_path: Path) -> None:
+def test_ledger_spend_by_day_sums_charges_per_provider_and_client(make_ledger: MakeLedger) -> None:
     clock = ManualClock()
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
+    ledger = make_ledger(clock)
     yesterday = (datetime.now() - timedelta(days=1)).replace(hour=12, minute=0).timestamp()
     for name, client, credits, at in (("a", "acme", 2, yesterday), ("b", "acme", 3, yesterday),
                                       ("c", "bravo", 4, yesterday + 86400)):  # fmt: skip
@@ -93,9 +93,9 @@ def test_ledger_spend_by_day_sums_charges_per_provider_and_client(tmp_path: Path
     assert ledger.charged_totals() == (("facedub", 9.0),)
 
 
-def test_ledger_finished_recently_gives_observed_job_times_newest_first(tmp_path: Path) -> None:
+def test_ledger_finished_recently_gives_observed_job_times_newest_first(make_ledger: MakeLedger) -> None:
     clock = ManualClock(1000.0)
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
+    ledger = make_ledger(clock)
     for n in range(3):
         job = ledger.jobs_of(add(ledger, f"j{n}"))[0]
         deliver(ledger, job.id, 1000.0 + n, 1010.0 + 2 * n, 1)
@@ -106,8 +106,8 @@ def test_ledger_finished_recently_gives_observed_job_times_newest_first(tmp_path
     assert ledger.finished_recently("dublab") == []
 
 
-def test_ledger_console_act_is_an_event_naming_the_console(tmp_path: Path) -> None:
-    ledger = Ledger.open(tmp_path)
+def test_ledger_console_act_is_an_event_naming_the_console(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     item = add(ledger, "a")
     job = ledger.jobs_of(item)[0]
     ledger.record_console_act(item, job.id, "adopt", {"remote_id": "r9"})

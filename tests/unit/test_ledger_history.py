@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from tests.ledgers import MakeLedger, sqlite_only
 from ugcwatchd.ledger import SCHEMA_VERSION, InputFile, JobDetail, Ledger, PlannedJob
+from ugcwatchd.ledger.backend import Connection
 from ugcwatchd.ledger.schema import SCHEMA, statements
 from ugcwatchd.metrics import Metrics
 from ugcwatchd.providers.base import RemoteState
@@ -57,12 +59,12 @@ def deliver(ledger: Ledger, job_id: int, charged: int, remote_id: str) -> None:
     ledger.move_job(job_id, JobState.DELIVERED, detail=JobDetail(remote=remote, sidecar="result"))
 
 
-def counted(db: sqlite3.Connection, query: str) -> dict[tuple[str, ...], int]:
+def counted(db: Connection, query: str) -> dict[tuple[str, ...], int]:
     return {tuple(r[:-1]): r[-1] for r in db.execute(query)}
 
 
-def test_ledger_tallies_after_every_kind_of_change_equal_the_counted_rows(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=Clock())
+def test_ledger_tallies_after_every_kind_of_change_equal_the_counted_rows(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(Clock())
     rng = random.Random(3)
     for n in range(12):
         item_id = add(ledger, f"clip{n}", provider=("dublab", "facedub")[n % 2])
@@ -77,7 +79,7 @@ def test_ledger_tallies_after_every_kind_of_change_equal_the_counted_rows(tmp_pa
         elif n % 3 == 1:
             ledger.move_job(first.id, JobState.HELD, detail=JobDetail())
             ledger.move_item(item_id, ItemState.RUNNING)
-    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    db = ledger._db
     items = counted(db, "SELECT state, COUNT(*) FROM items GROUP BY state")
     assert ledger.counts() == {state: n for (state,), n in items.items()}
     jobs = counted(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state")
@@ -87,14 +89,15 @@ def test_ledger_tallies_after_every_kind_of_change_equal_the_counted_rows(tmp_pa
     assert ledger.job_counts("facedub") == {s: n for (p, s), n in by_provider.items() if p == "facedub"}
 
 
-def test_ledger_charged_total_counts_each_delivered_job_once(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=Clock())
+def test_ledger_charged_total_counts_each_delivered_job_once(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(Clock())
     a, b = ledger.jobs_of(add(ledger, "a"))
     deliver(ledger, a.id, 4, "r1")
     deliver(ledger, b.id, 3, "r2")
     ledger.annotate_job(a.id, JobDetail(sidecar="result"))  # a later note never counts it again
     (c,) = ledger.jobs_of(add(ledger, "c", provider="facedub", names=("c.facedub",)))
     deliver(ledger, c.id, 1, "r3")
+    sqlite_only(ledger, "the metrics read the SQLite file")
     scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
     assert 'ugcwatchd_credits_charged_total{provider="dublab"} 7.0' in scrape
     assert 'ugcwatchd_credits_charged_total{provider="facedub"} 1.0' in scrape
@@ -131,8 +134,8 @@ def test_ledger_migration_to_version_3_fills_outboxes_and_tallies_from_history(t
     assert db.execute("SELECT provider, credits FROM charged").fetchall() == [("dublab", 1.0)]
 
 
-def test_ledger_job_names_in_with_stems_returns_the_names_of_those_stems_only(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
+def test_ledger_job_names_in_with_stems_returns_the_names_of_those_stems_only(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger()
     for stem in ("clip", "clip-2", "clipper", "clio", "cliq", "Clip", "sub/clip", "é"):
         add(ledger, stem)
     add(ledger, "clip", outbox="/elsewhere")
@@ -145,8 +148,8 @@ def test_ledger_job_names_in_with_stems_returns_the_names_of_those_stems_only(tm
     assert len(ledger.job_names_in("/out")) == 16 and len(ledger.job_names_in("/out", {""})) == 16
 
 
-def test_ledger_remote_ids_view_answers_membership_without_reading_them_all(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=Clock())
+def test_ledger_remote_ids_view_answers_membership_without_reading_them_all(make_ledger: MakeLedger) -> None:
+    ledger = make_ledger(Clock())
     a, b = ledger.jobs_of(add(ledger, "a"))
     deliver(ledger, a.id, 1, "r1")
     deliver(ledger, b.id, 1, "r2")
@@ -167,9 +170,9 @@ PATHS = {
 }
 
 
-def test_ledger_reserved_equals_its_definition_over_random_jobs(tmp_path: Path) -> None:
+def test_ledger_reserved_equals_its_definition_over_random_jobs(make_ledger: MakeLedger) -> None:
     clock = Clock()
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
+    ledger = make_ledger(clock)
     rng = random.Random(11)
     for n in range(60):
         (job,) = ledger.jobs_of(add(ledger, f"c{n}", names=(f"c{n}.de",)))
@@ -180,8 +183,7 @@ def test_ledger_reserved_equals_its_definition_over_random_jobs(tmp_path: Path) 
             elif step == JobState.SUBMITTED:
                 fields = {"remote_id": f"r{n}"}
             ledger.move_job(job.id, step, **fields)
-    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
-    rows = db.execute("SELECT state, sent_at, updated_at, COALESCE(estimate, 0) FROM jobs").fetchall()
+    rows = ledger._db.execute("SELECT state, sent_at, updated_at, COALESCE(estimate, 0) FROM jobs").fetchall()
     sent_states = ("submitted", "remote_done", "delivered")
     for since in (clock.now - 300, clock.now - 60, clock.now - 10):
         at_creation = sum(e for s, t, _, e in rows if s == "submitting" or (s in sent_states and t >= since))
@@ -193,12 +195,15 @@ def test_ledger_reserved_equals_its_definition_over_random_jobs(tmp_path: Path) 
 def _full_scans(ledger: Ledger, call: object) -> list[str]:
     """Run ``call`` and return every plan step that reads a whole table of the ledger."""
     executed: list[str] = []
-    ledger._db.set_trace_callback(executed.append)
+    sqlite_only(ledger, "it reads SQLite's query plans")
+    db = ledger._db
+    assert isinstance(db, sqlite3.Connection)
+    db.set_trace_callback(executed.append)
     try:
         assert callable(call)
         call()
     finally:
-        ledger._db.set_trace_callback(None)
+        db.set_trace_callback(None)
     scans = []
     for sql in executed:
         if sql.lstrip().upper().startswith(("SELECT", "WITH")):
@@ -209,9 +214,9 @@ def _full_scans(ledger: Ledger, call: object) -> list[str]:
     return scans
 
 
-def test_ledger_per_tick_questions_read_no_whole_table(tmp_path: Path) -> None:
+def test_ledger_per_tick_questions_read_no_whole_table(make_ledger: MakeLedger) -> None:
     clock = Clock()
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
+    ledger = make_ledger(clock)
     for n in range(30):
         item_id = add(ledger, f"c{n}")
         if n % 2:
@@ -246,8 +251,8 @@ def test_ledger_per_tick_questions_read_no_whole_table(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("state", [None, JobState.DELIVERED])
-def test_ledger_all_jobs_pairs_each_job_with_its_item(tmp_path: Path, state: JobState | None) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=Clock())
+def test_ledger_all_jobs_pairs_each_job_with_its_item(make_ledger: MakeLedger, state: JobState | None) -> None:
+    ledger = make_ledger(Clock())
     a = add(ledger, "a")
     b = add(ledger, "b", provider="facedub")
     deliver(ledger, ledger.jobs_of(b)[0].id, 1, "r1")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ledgers import MakeLedger, sqlite_only
 from tests.support import ManualClock
 from ugcwatchd import languages
 from ugcwatchd.errors import ConfigProblems
@@ -33,17 +34,18 @@ def rules_with(tmp_path: Path, dublab: str) -> Path:
     return path
 
 
-def test_ledger_languages_round_trip_with_the_time_read(tmp_path: Path) -> None:
+def test_ledger_languages_round_trip_with_the_time_read(make_ledger: MakeLedger) -> None:
     clock = ManualClock(1_800_000_000.0)
-    ledger = Ledger(tmp_path / FILE_NAME, clock=clock)
+    ledger = make_ledger(clock)
     assert ledger.cached_languages("dublab") is None
     ledger.put_languages("dublab", {"de", "es"})
     clock.advance(60)
     ledger.put_languages("dublab", {"de", "es", NEW})  # read again: replaced, not added
     assert ledger.cached_languages("dublab") == (frozenset({"de", "es", NEW}), 1_800_000_060.0)
     assert ledger.fact("dublab", "languages") == ('["de", "es", "qx"]', 1_800_000_060.0)
+    sqlite_only(ledger, "read_languages reads the SQLite file")
     ledger.close()
-    assert read_languages(tmp_path / FILE_NAME) == frozenset({"de", "es", NEW})
+    assert read_languages(ledger.path) == frozenset({"de", "es", NEW})
 
 
 def test_read_languages_without_a_usable_ledger_is_none_and_creates_nothing(tmp_path: Path) -> None:

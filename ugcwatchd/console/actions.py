@@ -7,13 +7,13 @@ applies (another operator, a file or the daemon got there first); a refused acti
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 
 from .. import approvals, ops
 from ..errors import UgcwatchdError
 from ..ledger import Ledger
+from ..ledger.backend import INTEGRITY_ERRORS
 from ..names import shown
 from ..rules import Config
 from ..states import ItemState, JobState
@@ -73,7 +73,7 @@ def adopt(ledger: Ledger, job_id: int, remote_id: str, clock: Callable[[], float
     detail = job.detail.but(held=None, candidates=(), adopted=True, submitted_at=job.detail.submitted_at or clock())
     try:
         ledger.move_job(job_id, JobState.SUBMITTED, expect=JobState.AMBIGUOUS, remote_id=remote_id, detail=detail)
-    except sqlite3.IntegrityError:  # adopted by another job between the check and the move
+    except INTEGRITY_ERRORS:  # adopted by another job between the check and the move
         raise Refused(f"{job.provider} job {remote_id} was just taken by another job") from None
     except UgcwatchdError as exc:
         raise Refused(str(exc)) from None

@@ -3,11 +3,11 @@ and the operator's answer, committed for a whole item in one transaction."""
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import AbstractContextManager
 from typing import Any
 
 from ..states import HoldReason, JobState
+from .backend import Connection, Dialect
 from .records import Failure, Job, job_from_row
 from .schema import JOB_MOVES
 
@@ -15,9 +15,10 @@ from .schema import JOB_MOVES
 class Approvals:
     """Reads and answers approval holds, over the ledger's connection, transactions and event log."""
 
-    _db: sqlite3.Connection
+    _db: Connection
+    _dialect: Dialect
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
     def _event(self, item_id: int | None, job_id: int | None, kind: str, detail: dict[str, Any] | None = None) -> None:
@@ -28,8 +29,9 @@ class Approvals:
 
     def awaiting_approval(self) -> dict[int, list[Job]]:
         """The jobs held for approval, by item, oldest item first: one range of the index on states."""
+        held = self._dialect.json_text("detail", "held")
         rows = self._db.execute(
-            "SELECT * FROM jobs WHERE state = ? AND json_extract(detail, '$.held') = ? ORDER BY item_id, id",
+            f"SELECT * FROM jobs WHERE state = ? AND {held} = ? ORDER BY item_id, id",  # noqa: S608
             (JobState.HELD, HoldReason.APPROVAL),
         )
         waiting: dict[int, list[Job]] = {}

@@ -8,11 +8,11 @@ client) has sent in a period, for the budgets per client.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 
 from ..names import from_db, to_db
 from ..states import SPENDING_JOB_STATES, JobState
+from .backend import Connection
 from .records import JobDetail
 
 
@@ -36,12 +36,12 @@ class Charge:
 class Charges:
     """Records and reads charges, over the ledger's transactions."""
 
-    _db: sqlite3.Connection
+    _db: Connection
 
     def _now(self) -> float:
         raise NotImplementedError
 
-    def _charge(self, db: sqlite3.Connection, job_id: int, to: JobState) -> None:
+    def _charge(self, db: Connection, job_id: int, to: JobState) -> None:
         """Record what the provider charged for a job that ended (delivered, or failed after it was
         charged), once per remote job: statements and the charged tally read these rows."""
         row = db.execute("SELECT item_id, provider, remote_id, detail FROM jobs WHERE id = ?", (job_id,)).fetchone()

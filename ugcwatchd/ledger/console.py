@@ -8,13 +8,13 @@ finished jobs, charges and failures are index ranges; lists of open work are cut
 from __future__ import annotations
 
 import json
-import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..names import to_db
 from ..states import JobState
+from .backend import Connection, Dialect
 from .queries import _ITEM_COLUMNS, _item_of
 from .records import Item, Job, item_from_row, job_from_row
 
@@ -57,7 +57,8 @@ class Event:
 class ConsoleQueries:
     """Reads for the web console over the ledger's connection ``_db``, and its one kind of write."""
 
-    _db: sqlite3.Connection
+    _db: Connection
+    _dialect: Dialect
 
     if TYPE_CHECKING:
 
@@ -65,7 +66,7 @@ class ConsoleQueries:
             self, item_id: int | None, job_id: int | None, kind: str, detail: dict[str, Any] | None = None
         ) -> None: ...
 
-        def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
+        def transaction(self) -> AbstractContextManager[Connection]: ...
 
     def search_items(
         self,
@@ -93,7 +94,7 @@ class ConsoleQueries:
             outer.append("items.rule = ?")
             outer_args.append(rule)
         if client:
-            outer.append("EXISTS (SELECT 1 FROM json_each(items.parts) WHERE lower(json_each.value) = lower(?))")
+            outer.append(self._dialect.json_has_value("items.parts"))
             outer_args.append(client)
         if name:
             outer.append(
@@ -111,7 +112,7 @@ class ConsoleQueries:
         if len(rows) > limit:
             return SearchPage(items, items[-1].id, window)
         lowest, looked = self._db.execute(
-            f"SELECT MIN(id), COUNT(*) FROM ({scan})",  # noqa: S608
+            f"SELECT MIN(id), COUNT(*) FROM ({scan}) AS w",  # noqa: S608
             (*inner_args, window),
         ).fetchone()
         return SearchPage(items, lowest if looked == window else None, int(looked))
@@ -139,8 +140,9 @@ class ConsoleQueries:
 
     def finished_recently(self, provider: str, limit: int = 20) -> list[Finished]:
         """The provider's last delivered jobs that were sent and seen completing: observed job times."""
+        completed = self._dialect.json_number("detail", "completed_at")
         rows = self._db.execute(
-            "SELECT sent_at, estimate, updated_at, json_extract(detail, '$.completed_at') AS completed_at"
+            f"SELECT sent_at, estimate, updated_at, {completed} AS completed_at"  # noqa: S608
             " FROM jobs WHERE provider = ? AND state = ? ORDER BY updated_at DESC LIMIT ?",
             (provider, JobState.DELIVERED, limit),
         )
@@ -153,7 +155,8 @@ class ConsoleQueries:
     def spend_by_day(self, since: float) -> list[tuple[str, str, dict[str, str], float]]:
         """What was charged since ``since``: (local date, provider, the item's parts, credits), summed."""
         rows = self._db.execute(
-            "SELECT date(c.at, 'unixepoch', 'localtime') AS day, c.provider, i.parts, SUM(c.credits)"
+            f"SELECT {self._dialect.local_day('c.at')} AS day,"  # noqa: S608
+            " c.provider, i.parts, SUM(c.credits)"
             " FROM charges c JOIN items i ON i.id = c.item_id WHERE c.at >= ?"
             " GROUP BY day, c.provider, i.parts",
             (since,),

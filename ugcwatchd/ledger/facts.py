@@ -13,6 +13,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from .backend import Connection
+
 LANGUAGES = "languages"
 _UPSERT = (
     "INSERT INTO facts (provider, name, value, at) VALUES (?, ?, ?, ?)"
@@ -34,10 +36,10 @@ def _codes(value: str) -> frozenset[str] | None:
 class Facts:
     """Writes and reads the ``facts`` table, over the ledger's transactions."""
 
-    _db: sqlite3.Connection
+    _db: Connection
     _clock: Callable[[], float]
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
     def put_fact(self, provider: str, name: str, value: Any) -> None:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import AbstractContextManager
 from typing import Any
 
 from ..names import to_db
+from .backend import Connection
 
 
 class Inputs:
     """Writes about an item's inputs, over the ledger's transactions and event log."""
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[Connection]:
         raise NotImplementedError
 
     def _event(self, item_id: int | None, job_id: int | None, kind: str, detail: dict[str, Any] | None = None) -> None:

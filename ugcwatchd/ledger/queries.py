@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -18,6 +17,7 @@ from ..states import (
     ItemState,
     JobState,
 )
+from .backend import Connection, Dialect, Row
 from .records import InputFile, Item, Job, input_from_row, item_from_row, job_from_row
 
 
@@ -41,15 +41,15 @@ _ITEM_FIELDS = ("id", "rule", "provider", "inbox", "outbox", "key", "state", "re
 _ITEM_COLUMNS = ", ".join(f"items.{c} AS item__{c}" for c in _ITEM_FIELDS)
 
 
-def _item_of(row: sqlite3.Row) -> Item:
+def _item_of(row: Row) -> Item:
     # item_from_row reads columns by name, which a dict of the renamed ones serves as well as a Row.
-    return item_from_row({c: row[f"item__{c}"] for c in _ITEM_FIELDS})  # type: ignore[arg-type]
+    return item_from_row({c: row[f"item__{c}"] for c in _ITEM_FIELDS})
 
 
 class RemoteIds(AbstractSet[str]):
     """The remote ids the ledger's jobs of one provider own, read through the unique index on demand."""
 
-    def __init__(self, db: sqlite3.Connection, provider: str, without: frozenset[str] = frozenset()) -> None:
+    def __init__(self, db: Connection, provider: str, without: frozenset[str] = frozenset()) -> None:
         self._db, self._provider, self._without = db, provider, without
 
     def __contains__(self, remote_id: object) -> bool:
@@ -76,10 +76,11 @@ class RemoteIds(AbstractSet[str]):
 class Queries:
     """Reads over the ledger's connection ``_db``."""
 
-    _db: sqlite3.Connection
+    _db: Connection
+    _dialect: Dialect
 
-    def _one(self, query: str, args: tuple[object, ...]) -> sqlite3.Row:
-        row: sqlite3.Row | None = self._db.execute(query, args).fetchone()
+    def _one(self, query: str, args: tuple[object, ...]) -> Row:
+        row: Row | None = self._db.execute(query, args).fetchone()
         if row is None:
             raise StaleTransition(f"no such row: {query.split(' WHERE ')[0].split()[-1]} {args[0]}")
         return row
@@ -118,7 +119,8 @@ class Queries:
         The order comes from the index in one read; each job is read only when the caller gets to it,
         so a caller that stops at the first job that cannot go reads one job, not every held one.
         """
-        query = "SELECT id FROM jobs WHERE provider = ? AND state = ? ORDER BY estimate, id"
+        order = f"estimate{self._dialect.nulls_first}, id"
+        query = f"SELECT id FROM jobs WHERE provider = ? AND state = ? ORDER BY {order}"  # noqa: S608
         for (job_id,) in self._db.execute(query, (provider, JobState.HELD)).fetchall():
             job = self.job(job_id)
             if job.state == JobState.HELD:

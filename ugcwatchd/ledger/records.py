@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..names import from_db
 from ..providers.base import RemoteState
 from ..states import ErrorCode, FailStage, HoldReason, ItemState, JobState
+from .backend import Row
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ def new_token() -> str:
     return "ugc-" + secrets.token_hex(6)
 
 
-def item_from_row(row: sqlite3.Row) -> Item:
+def item_from_row(row: Row) -> Item:
     return Item(
         row["id"],
         row["rule"],
@@ -270,7 +270,7 @@ def item_from_row(row: sqlite3.Row) -> Item:
     )
 
 
-def job_from_row(row: sqlite3.Row) -> Job:
+def job_from_row(row: Row) -> Job:
     return Job(
         row["id"],
         row["item_id"],
@@ -289,7 +289,7 @@ def job_from_row(row: sqlite3.Row) -> Job:
     )
 
 
-def input_from_row(r: sqlite3.Row) -> InputFile:
+def input_from_row(r: Row) -> InputFile:
     return InputFile(
         r["role"],
         from_db(r["path"]),

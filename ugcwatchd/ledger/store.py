@@ -1,110 +1,92 @@
-"""The ledger: one SQLite file in the state folder, committed before every side effect.
+"""The ledger: one SQLite file in the state folder (the default), or a PostgreSQL database, committed
+before every side effect.
 
 Items are groups of inputs under one rule; jobs are one remote job each; events are an append-only
 log of every transition. Every state change goes through :meth:`Ledger.move_job` or
 :meth:`Ledger.move_item`, which refuse a transition the state machine does not allow or one from a
-state the row is no longer in.
+state the row is no longer in. The SQL is written once (SQLite's spelling); backend.py says how it runs
+on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LedgerError, StaleTransition
 from ..names import to_db
 from ..states import TERMINAL_JOB_STATES, ItemState, JobState
 from .approvals import Approvals
+from .backend import POSTGRESQL, SQLITE, Connection, Dialect, is_url
 from .charges import Charges
 from .console import ConsoleQueries
 from .facts import Facts
 from .inputs import Inputs
 from .queries import Queries
 from .records import InputFile, Item, ItemSettings, Job, JobDetail, PlannedJob, new_token
-from .schema import FILE_NAME, ITEM_MOVES, JOB_MOVES, SCHEMA, SCHEMA_VERSION, statements
+from .schema import FILE_NAME, ITEM_MOVES, JOB_MOVES
+from .sqlite import open_sqlite
 
-BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's write transaction
+if TYPE_CHECKING:
+    from .pg import PgConnection
+
 JOB_FIELDS = frozenset({"stage", "remote_id", "sent_at", "attempts", "detail", "token", "estimate"})
 
 
 class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
-    """One SQLite file in the state folder; every method commits before it returns."""
+    """The ledger on one backend; every method commits before it returns.
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
+    ``where``: the SQLite file's path, or a ``postgresql://`` URL.
+    """
+
+    def __init__(self, where: Path | str, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT)
-            self._db.row_factory = sqlite3.Row
-            self._use_wal()
-            # FULL: a commit reported is a commit on disk, even across power loss; intents depend on it.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open the ledger {path}: {exc}", remedy="check the state folder") from None
-        except OSError as exc:
-            raise LedgerError(f"cannot create the state folder {path.parent}: {exc.strerror}") from None
+        self._pg: PgConnection | None = None
+        self._path: Path | None = None
+        self._db: Connection
+        self._dialect: Dialect
+        if is_url(where):
+            from .pg import PgConnection
+
+            self._pg = PgConnection(str(where))
+            self._db, self._dialect = self._pg, POSTGRESQL
+        else:
+            self._path = Path(where)
+            self._db, self._dialect = open_sqlite(self._path), SQLITE
 
     @classmethod
-    def open(cls, state_dir: Path) -> Ledger:
-        return cls(state_dir / FILE_NAME)
+    def open(cls, where: Path | str) -> Ledger:
+        """The ledger of a state folder (SQLite), or of the database a ``postgresql://`` URL names."""
+        return cls(where) if is_url(where) else cls(Path(where) / FILE_NAME)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (the metrics and the console read it directly)."""
+        if self._path is None:
+            raise LedgerError("a PostgreSQL ledger has no file", remedy="use the SQLite ledger for this command")
+        return self._path
 
     def close(self) -> None:
-        self._db.close()
-
-    def _use_wal(self) -> None:
-        """``journal_mode=WAL``, waiting out another opener's migration: SQLite does not wait here itself."""
-        deadline = time.monotonic() + BUSY_TIMEOUT
-        while True:
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.01)
-
-    def _version(self) -> int:
-        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise LedgerError(
-                f"the ledger {self.path} was written by a newer ugcwatchd "
-                f"(schema {version}; this one knows {SCHEMA_VERSION})",
-                remedy="upgrade ugcwatchd, or restore the older state folder",
-            )
-        return version
-
-    def _migrate(self) -> None:
-        """Bring the schema to the current version: read and migrate in one write transaction.
-
-        Two processes opening a new ledger at once: the second waits for the first's transaction, then
-        reads the version it wrote and has nothing left to do. The statements run one by one inside the
-        transaction (``executescript`` would commit first), so a crash or an error at any point leaves
-        the previous version whole.
-        """
-        if self._version() == SCHEMA_VERSION:
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for number in range(self._version(), SCHEMA_VERSION):
-                for statement in statements(SCHEMA[number]):
-                    self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={number + 1}")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        if self._pg is not None:
+            self._pg.close()
+        else:
+            self._db.close()  # type: ignore[attr-defined]
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT: all or nothing, and durable when it returns."""
+    def transaction(self) -> Iterator[Connection]:
+        """All or nothing, and durable when it returns; one writer at a time (BEGIN IMMEDIATE on SQLite)."""
+        if self._pg is not None:
+            with self._pg.transaction():
+                yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -142,9 +124,9 @@ class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
         """Record an item with its inputs and jobs in one transaction."""
         now = self._clock()
         with self.transaction() as db:
-            cur = db.execute(
+            row = db.execute(
                 "INSERT INTO items (rule, provider, inbox, outbox, key, state, reason, settings, parts, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     rule,
                     provider,
@@ -158,8 +140,8 @@ class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
                     now,
                     now,
                 ),
-            )
-            item_id = int(cur.lastrowid or 0)
+            ).fetchone()
+            item_id = int(row[0])
             db.executemany(
                 "INSERT INTO inputs (item_id, role, path, name, sha256, bytes, mtime_ns, mime, seconds, inode)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

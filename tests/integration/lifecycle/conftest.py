@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,7 +142,8 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
+def world(tmp_path: Path, ledger_where: Path | str) -> Iterator[World]:
+    """The lifecycle over a fake FaceDub, on each ledger backend."""
     (tmp_path / "faces" / "inbox").mkdir(parents=True)
     rules = tmp_path / "rules.yaml"
     rules.write_text(
@@ -158,5 +159,6 @@ def world(tmp_path: Path) -> World:
     for ps in providers.values():
         # Waiting for a job slot re-reads the list this often (seconds of real time in a test).
         ps.provider.slot_poll = 0.01  # type: ignore[attr-defined]
-    ledger = Ledger(tmp_path / "state" / "ledger.sqlite3", clock=clock)
-    return World(tmp_path, ledger, Lifecycle(config, ledger, providers, clock=clock), clock, fake)
+    ledger = Ledger(ledger_where, clock=clock)
+    yield World(tmp_path, ledger, Lifecycle(config, ledger, providers, clock=clock), clock, fake)
+    ledger.close()

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
+def world(tmp_path: Path, ledger_where: Path | str) -> Iterator[World]:
     (tmp_path / "faces" / "inbox").mkdir(parents=True)
     rules = tmp_path / "rules.yaml"
     rules.write_text(
@@ -46,8 +47,9 @@ def world(tmp_path: Path) -> World:
     providers = build_providers(config, Settings(), transport=httpx.MockTransport(fake))
     for ps in providers.values():
         ps.provider.slot_poll = 0.01  # type: ignore[attr-defined]
-    ledger = Ledger(tmp_path / "state" / "ledger.sqlite3", clock=clock)
-    return World(tmp_path, ledger, Lifecycle(config, ledger, providers, clock=clock), clock, fake)
+    ledger = Ledger(ledger_where, clock=clock)
+    yield World(tmp_path, ledger, Lifecycle(config, ledger, providers, clock=clock), clock, fake)
+    ledger.close()
 
 
 def held_drop(world: World, media: dict[str, Path], stem: str, pairs: tuple[str, ...] = ("",)) -> Item:

@@ -40,7 +40,7 @@ def rules(root: Path, budget: str | None) -> Config:
 
 
 @pytest.fixture
-def clients(tmp_path: Path) -> Iterator[World]:
+def clients(tmp_path: Path, ledger_where: Path | str) -> Iterator[World]:
     for client in ("acme", "globex"):
         (tmp_path / client / "faces" / "inbox").mkdir(parents=True)
     config = rules(tmp_path, "{daily: 2, monthly: 3}")
@@ -49,7 +49,7 @@ def clients(tmp_path: Path) -> Iterator[World]:
     providers = build_providers(config, Settings(), transport=httpx.MockTransport(fake))
     for ps in providers.values():
         ps.provider.slot_poll = 0.01  # type: ignore[attr-defined]
-    ledger = Ledger(tmp_path / "state" / "ledger.sqlite3", clock=clock)
+    ledger = Ledger(ledger_where, clock=clock)
     yield World(tmp_path, ledger, Lifecycle(config, ledger, providers, clock=clock), clock, fake)
     ledger.close()
 
