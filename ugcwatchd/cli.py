@@ -22,6 +22,7 @@ from .errors import (
 )
 from .init import add_command as add_init
 from .ledger import JOB_STATES
+from .migrate import add_command as add_migrate
 from .statement import add_command as add_statement
 
 if TYPE_CHECKING:
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ops(commands)
     add_statement(commands)
     add_answers(commands)
+    add_migrate(commands)
     _add_demo(commands)
     _add_sandbox(commands)
     return parser
