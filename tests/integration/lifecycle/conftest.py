@@ -19,7 +19,7 @@ from ugcwatchd.inbox.fingerprint import sha256_of
 from ugcwatchd.ledger import InputFile, Item, ItemSettings, Ledger, PlannedJob
 from ugcwatchd.lifecycle import Lifecycle
 from ugcwatchd.outbox.files import Anchor
-from ugcwatchd.rules import load_rules
+from ugcwatchd.rules import Config, load_rules
 from ugcwatchd.settings import Settings
 
 Answer = Callable[[httpx.Request], httpx.Response]
@@ -152,13 +152,19 @@ def world(tmp_path: Path, ledger_where: Path | str) -> Iterator[World]:
         "rules:\n"
         f"  - {{name: faces, inbox: {tmp_path}/faces/inbox, outbox: {tmp_path}/faces/outbox, facedub: {{}}}}\n"
     )
-    config = load_rules(rules)
-    clock = ManualClock(1_800_000_000.0)
+    yield from lifecycle_world(tmp_path, load_rules(rules), ledger_where)
+
+
+def lifecycle_world(
+    root: Path, config: Config, ledger_where: Path | str, now: float = 1_800_000_000.0
+) -> Iterator[World]:
+    """The lifecycle of ``config`` over a fake FaceDub and a manual clock at ``now``; the ledger closed after."""
+    clock = ManualClock(now)
     fake = FakeFaceDub(now=clock)
     providers = build_providers(config, Settings(), transport=httpx.MockTransport(fake))
     for ps in providers.values():
         # Waiting for a job slot re-reads the list this often (seconds of real time in a test).
         ps.provider.slot_poll = 0.01  # type: ignore[attr-defined]
     ledger = Ledger(ledger_where, clock=clock)
-    yield World(tmp_path, ledger, Lifecycle(config, ledger, providers, clock=clock), clock, fake)
+    yield World(root, ledger, Lifecycle(config, ledger, providers, clock=clock), clock, fake)
     ledger.close()

@@ -11,21 +11,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support import ManualClock, wait_for
+from tests.support import wait_for
 from ugcwatchd.approvals import approve
-from ugcwatchd.daemon import build_providers
 from ugcwatchd.inbox.fingerprint import sha256_of
-from ugcwatchd.ledger import InputFile, Item, ItemSettings, JobDetail, Ledger, PlannedJob
+from ugcwatchd.ledger import InputFile, Item, ItemSettings, JobDetail, PlannedJob
 from ugcwatchd.lifecycle import Lifecycle
 from ugcwatchd.outbox.files import Anchor
 from ugcwatchd.rules import load_rules
-from ugcwatchd.settings import Settings
 from ugcwatchd.states import ErrorCode, HoldReason, ItemState, JobState
 
-from .conftest import FakeFaceDub, World
+from .conftest import World, lifecycle_world
 
 pytestmark = pytest.mark.anyio
 
@@ -41,15 +38,7 @@ def world(tmp_path: Path, ledger_where: Path | str) -> Iterator[World]:
         f"  - {{name: faces, inbox: {tmp_path}/faces/inbox, outbox: {tmp_path}/faces/outbox, approve_above: 1,"
         " facedub: {}}\n"
     )
-    config = load_rules(rules)
-    clock = ManualClock(1_800_000_000.0)
-    fake = FakeFaceDub(now=clock)
-    providers = build_providers(config, Settings(), transport=httpx.MockTransport(fake))
-    for ps in providers.values():
-        ps.provider.slot_poll = 0.01  # type: ignore[attr-defined]
-    ledger = Ledger(ledger_where, clock=clock)
-    yield World(tmp_path, ledger, Lifecycle(config, ledger, providers, clock=clock), clock, fake)
-    ledger.close()
+    yield from lifecycle_world(tmp_path, load_rules(rules), ledger_where)
 
 
 def held_drop(world: World, media: dict[str, Path], stem: str, pairs: tuple[str, ...] = ("",)) -> Item:

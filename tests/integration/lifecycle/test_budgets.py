@@ -8,20 +8,15 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support import ManualClock
-from ugcwatchd.daemon import build_providers
 from ugcwatchd.inbox.fingerprint import sha256_of
-from ugcwatchd.ledger import InputFile, ItemSettings, Ledger, PlannedJob
-from ugcwatchd.lifecycle import Lifecycle
+from ugcwatchd.ledger import InputFile, ItemSettings, PlannedJob
 from ugcwatchd.lifecycle.budgets import ClientBudgets
 from ugcwatchd.rules import Config, load_rules
-from ugcwatchd.settings import Settings
 from ugcwatchd.states import HoldReason, JobState
 
-from .conftest import FakeFaceDub, World
+from .conftest import World, lifecycle_world
 
 pytestmark = pytest.mark.anyio
 
@@ -44,14 +39,7 @@ def clients(tmp_path: Path, ledger_where: Path | str) -> Iterator[World]:
     for client in ("acme", "globex"):
         (tmp_path / client / "faces" / "inbox").mkdir(parents=True)
     config = rules(tmp_path, "{daily: 2, monthly: 3}")
-    clock = ManualClock(datetime(2027, 1, 14, 15, 0).timestamp())
-    fake = FakeFaceDub(now=clock)
-    providers = build_providers(config, Settings(), transport=httpx.MockTransport(fake))
-    for ps in providers.values():
-        ps.provider.slot_poll = 0.01  # type: ignore[attr-defined]
-    ledger = Ledger(ledger_where, clock=clock)
-    yield World(tmp_path, ledger, Lifecycle(config, ledger, providers, clock=clock), clock, fake)
-    ledger.close()
+    yield from lifecycle_world(tmp_path, config, ledger_where, datetime(2027, 1, 14, 15, 0).timestamp())
 
 
 def drop(world: World, client: str, stem: str, media: dict[str, Path], estimate: int = 1) -> int:
