@@ -66,3 +66,18 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
 def anyio_backend() -> str:
     """Async tests run on asyncio, like the daemon."""
     return "asyncio"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Captured output may hold file names that are not UTF-8 (lone surrogates); pytest-xdist sends reports
+    between processes as UTF-8 and stops the whole run on one. Such characters are shown escaped instead."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [(title, _utf8(text)) for title, text in report.sections]
+    if isinstance(report.longrepr, str):
+        report.longrepr = _utf8(report.longrepr)
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

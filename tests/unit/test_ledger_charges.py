@@ -7,11 +7,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from prometheus_client import generate_latest
-
-from tests.ledgers import MakeLedger, sqlite_only
+from tests.ledgers import MakeLedger, metrics_scrape
 from ugcwatchd.ledger import SCHEMA_VERSION, Failure, InputFile, JobDetail, Ledger, PlannedJob
-from ugcwatchd.metrics import Metrics
 from ugcwatchd.providers.base import RemoteState
 from ugcwatchd.states import ErrorCode, FailStage, JobState
 
@@ -146,8 +143,7 @@ def test_ledger_charge_tallies_count_failed_charges_per_rule_and_parts(make_ledg
     deliver(ledger, a, 2)
     fail_charged(ledger, b, 3)
     deliver(ledger, c, 1)
-    sqlite_only(ledger, "the metrics read the SQLite file")
-    scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
+    scrape = metrics_scrape(ledger)
     assert 'ugcwatchd_credits_charged_total{provider="facedub"} 6.0' in scrape
     assert 'ugcwatchd_client_credits_charged_total{parts="client=acme",provider="facedub",rule="faces"} 5.0' in scrape
     assert 'ugcwatchd_client_credits_charged_total{parts="",provider="facedub",rule="faces"} 1.0' in scrape
@@ -182,8 +178,7 @@ def test_metrics_client_folder_not_utf8_is_a_label_with_its_bytes_shown_never_a_
     job = add(ledger, "a", inbox="/srv/odd/faces/inbox", parts={"client": os.fsdecode(b'ac\xffme "x"')})
     send(ledger, job, T0, "r1")
     deliver(ledger, job, 2)
-    sqlite_only(ledger, "the metrics read the SQLite file")
-    scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
+    scrape = metrics_scrape(ledger)
     assert (
         'ugcwatchd_client_credits_charged_total{parts="client=ac\\\\xffme \\"x\\"",provider="facedub",rule="faces"} 2.0'
         in scrape
@@ -204,8 +199,7 @@ def test_ledger_charge_of_a_failed_download_retried_as_a_download_is_counted_onc
     assert [(c.state, c.credits, c.remote_id) for c in ledger.charges_between(0, T0 + 1)] == [
         (JobState.DELIVERED, 2, "r1")
     ]
-    sqlite_only(ledger, "the metrics read the SQLite file")
-    scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
+    scrape = metrics_scrape(ledger)
     assert 'ugcwatchd_credits_charged_total{provider="facedub"} 2.0' in scrape
     assert 'ugcwatchd_client_credits_charged_total{parts="client=acme",provider="facedub",rule="faces"} 2.0' in scrape
 
@@ -225,8 +219,7 @@ def test_ledger_charge_of_a_failed_job_resubmitted_by_retry_shows_both_payments(
         ("r1", JobState.FAILED, 2, True, "a.facedub"),
         ("r2", JobState.DELIVERED, 2, None, "a.facedub"),
     ]
-    sqlite_only(ledger, "the metrics read the SQLite file")
-    scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
+    scrape = metrics_scrape(ledger)
     assert 'ugcwatchd_credits_charged_total{provider="facedub"} 4.0' in scrape
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from html import escape
 
+from ..names import shown
+
 # Distinguishable on light and dark backgrounds, and for the common colour-vision deficiencies.
 PALETTE = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb", "#994455")
 MAX_SERIES = len(PALETTE)  # more clients than colours: the smallest are drawn together as "others"
@@ -21,7 +23,7 @@ LEFT, RIGHT, TOP, BOTTOM = 44, 8, 10, 24
 
 @dataclass(frozen=True)
 class Series:
-    label: str
+    label: str  # a client folder as it is (shown with its bad bytes as \xNN when drawn)
     values: tuple[float, ...]  # one per day
     colour: str = PALETTE[0]
 
@@ -100,7 +102,7 @@ def bar_chart(days: Sequence[date], series: Sequence[Series], unit: str, title: 
         if not totals[n]:
             continue
         x = LEFT + n * step + (step - bar) / 2
-        parts = ", ".join(f"{s.label} {number(s.values[n])}" for s in series if s.values[n])
+        parts = ", ".join(f"{shown(s.label)} {number(s.values[n])}" for s in series if s.values[n])
         out.append(f"<g><title>{day.isoformat()}: {number(totals[n])} {escape(unit)} ({escape(parts)})</title>")
         y = TOP + plot_h
         for s in series:
@@ -126,7 +128,7 @@ def legend(series: Sequence[Series], unit: str) -> str:
     """The series' colours, labels and 30-day totals, as an HTML list."""
     items = [
         f'<li><svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" fill="{s.colour}"/></svg> '
-        f"{escape(s.label)} <span class=muted>{number(s.total)} {escape(unit)}</span></li>"
+        f"{escape(shown(s.label))} <span class=muted>{number(s.total)} {escape(unit)}</span></li>"
         for s in series
     ]
     return f'<ul class="legend">{"".join(items)}</ul>'

@@ -32,7 +32,7 @@ def _item_link(item: Item) -> str:
 
 
 def _who(item: Item) -> str:
-    client = f' <span class="muted">{e(client_label(item.parts))}</span>' if item.parts else ""
+    client = f' <span class="muted">{name(client_label(item.parts))}</span>' if item.parts else ""
     return f"{e(item.rule)}{client}"
 
 
@@ -321,7 +321,7 @@ def item_page(v: ItemView, viewer: Viewer, now: float) -> str:
     item, back = v.item, f"/items/{v.item.id}"
     facts = [f"rule {e(item.rule)} ({e(item.provider)})"]
     if item.parts:
-        facts.append(", ".join(f"{e(k)} {e(val)}" for k, val in sorted(item.parts.items())))
+        facts.append(", ".join(f"{name(k)} {name(val)}" for k, val in sorted(item.parts.items())))
     if item.reason:
         facts.append(f"reason {e(item.reason)}")
     buttons = ""

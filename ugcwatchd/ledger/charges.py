@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..names import from_db, to_db
 from ..states import SPENDING_JOB_STATES, JobState
 from .backend import Connection
-from .records import JobDetail
+from .records import JobDetail, parts_from_db
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Charges:
                 r["rule"],
                 from_db(r["name"]),
                 r["item_id"],
-                json.loads(r["parts"]) if r["parts"] else {},
+                parts_from_db(r["parts"]),
             )
             for r in rows
         ]

@@ -11,7 +11,7 @@ import secrets
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..names import from_db
+from ..names import from_db, to_db
 from ..providers.base import RemoteState
 from ..states import ErrorCode, FailStage, HoldReason, ItemState, JobState
 from .backend import Row
@@ -255,6 +255,20 @@ def new_token() -> str:
     return "ugc-" + secrets.token_hex(6)
 
 
+def parts_to_db(parts: dict[str, str]) -> str | None:
+    """An item's named parts as the ledger stores them: JSON of the names as :func:`to_db` stores them, keys
+    sorted, so one client folder is one text on both backends (the ``charged_by`` tallies key on it)."""
+    return json.dumps({to_db(k): to_db(v) for k, v in parts.items()}, sort_keys=True) if parts else None
+
+
+def parts_from_db(text: str | None) -> dict[str, str]:
+    """The named parts :func:`parts_to_db` stored, exactly as the folder names were.
+
+    Parts written before (lone surrogates as JSON escapes) read the same: :func:`from_db` leaves them be.
+    """
+    return {from_db(k): from_db(v) for k, v in json.loads(text).items()} if text else {}
+
+
 def item_from_row(row: Row) -> Item:
     return Item(
         row["id"],
@@ -266,7 +280,7 @@ def item_from_row(row: Row) -> Item:
         ItemState(row["state"]),
         row["reason"],
         ItemSettings.loads(row["settings"]),
-        json.loads(row["parts"]) if row["parts"] else {},
+        parts_from_db(row["parts"]),
     )
 
 

@@ -240,6 +240,40 @@ SCHEMA: Sequence[str] = (
     """
     CREATE INDEX events_item ON events(item_id, id);
     """,
+    # version 7: an item's named parts store a folder name that is not UTF-8 as every other name is (names.py:
+    # its bytes as U+F780-U+F7FF, not JSON escapes of lone surrogates, which PostgreSQL's jsonb refuses), so
+    # the tally per client has one key per folder. Parts written before are rewritten, escape by escape: a
+    # lone \udcXX (XX from 80) becomes \uf7XX; an escaped backslash and a surrogate pair stay as they are.
+    r"""
+    CREATE TEMP TABLE parts_moved AS
+        WITH RECURSIVE walk(old, rest, done) AS (
+            SELECT DISTINCT parts, parts, '' FROM items WHERE parts LIKE '%\udc%'
+            UNION ALL
+            SELECT old,
+                CASE WHEN substr(rest, 1, 1) = '\' THEN substr(rest, 1 + CASE
+                        WHEN substr(rest, 2, 1) <> 'u' THEN 2
+                        WHEN lower(substr(rest, 3, 2)) IN ('d8', 'd9', 'da', 'db') THEN 12
+                        ELSE 6 END)
+                    WHEN instr(rest, '\') = 0 THEN ''
+                    ELSE substr(rest, instr(rest, '\')) END,
+                done || CASE
+                    WHEN substr(rest, 1, 1) <> '\' THEN substr(rest, 1, instr(rest || '\', '\') - 1)
+                    WHEN lower(substr(rest, 1, 4)) = '\udc' AND lower(substr(rest, 5, 1)) IN
+                        ('8', '9', 'a', 'b', 'c', 'd', 'e', 'f') THEN '\uf7' || lower(substr(rest, 5, 2))
+                    WHEN substr(rest, 2, 1) <> 'u' THEN substr(rest, 1, 2)
+                    WHEN lower(substr(rest, 3, 2)) IN ('d8', 'd9', 'da', 'db') THEN substr(rest, 1, 12)
+                    ELSE substr(rest, 1, 6) END
+            FROM walk WHERE rest <> ''
+        )
+        SELECT old, done AS new FROM walk WHERE rest = '' AND done <> old;
+    UPDATE items SET parts = (SELECT new FROM parts_moved WHERE old = items.parts)
+        WHERE parts IN (SELECT old FROM parts_moved);
+    INSERT INTO charged_by SELECT b.provider, b.rule, m.new, b.credits FROM charged_by b
+        JOIN parts_moved m ON m.old = b.parts
+        WHERE true ON CONFLICT (provider, rule, parts) DO UPDATE SET credits = credits + excluded.credits;
+    DELETE FROM charged_by WHERE parts IN (SELECT old FROM parts_moved);
+    DROP TABLE parts_moved;
+    """,
 )
 SCHEMA_VERSION = len(SCHEMA)
 

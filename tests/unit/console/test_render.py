@@ -139,3 +139,15 @@ def test_render_item_page_shows_a_sidecar_nested_too_deep_for_json_as_text() -> 
     )  # fmt: skip
     html = item_page(view, VIEWER, 1e9)
     assert deep in html and 'quote.json: <span class="bad">not shown: a symbolic link</span>' in html
+
+
+def test_render_items_and_item_page_of_a_client_folder_not_utf8_show_its_bytes() -> None:
+    item = Item(8, "faces", "facedub", "/srv/in", "/srv/out", "k", ItemState.FAILED, None, None, {"client": ODD})
+    row = ItemRow(item, [], [])
+    pages = (
+        items_page(ItemsPage(Filters(), [row], SearchPage([item], None, 1)), ["faces"], VIEWER),
+        item_page(ItemView(item, [], [], {}, [], {}, awaiting_approval=False, retryable=False), VIEWER, 1e9),
+    )
+    for html in pages:
+        html.encode("utf-8")  # a lone surrogate would fail the response
+        assert "caf\\xe9 &lt;i&gt;.mp4" in html and "<i>" not in html
