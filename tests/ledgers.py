@@ -47,3 +47,27 @@ def sqlite_only(ledger: Ledger, reason: str) -> None:
     """Skip the rest of this test on PostgreSQL: what follows is about SQLite's file or engine."""
     if ledger.dialect.name != "sqlite":
         pytest.skip(f"SQLite only: {reason}")
+
+
+def metrics_scrape(ledger: Ledger) -> str:
+    """A Prometheus scrape of ``ledger``'s tallies, through a handle of the metrics' own (as in the daemon)."""
+    from prometheus_client import generate_latest
+
+    from ugcwatchd.metrics import Metrics
+
+    metrics = Metrics(ledger.reopen, dict)
+    try:
+        return generate_latest(metrics.registry).decode()
+    finally:
+        metrics.close()
+
+
+def use_for_commands(ledger: Ledger, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Make the CLI's commands open ``ledger``: its state folder (SQLite), or ``UGCWATCHD_LEDGER`` (PostgreSQL)."""
+    monkeypatch.setenv("UGCWATCHD_CONFIG", str(tmp_path / "no-rules.yaml"))  # no `ledger:` from a real rules file
+    if isinstance(ledger.where, str):
+        monkeypatch.setenv("UGCWATCHD_LEDGER", ledger.where)
+        monkeypatch.setenv("UGCWATCHD_STATE_DIR", str(tmp_path / "no-state"))
+    else:
+        monkeypatch.delenv("UGCWATCHD_LEDGER", raising=False)
+        monkeypatch.setenv("UGCWATCHD_STATE_DIR", str(ledger.where.parent))

@@ -29,10 +29,9 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def run_answer(args: argparse.Namespace) -> int:
     from .approvals import answer_items
-    from .ledger import Ledger
-    from .settings import Settings
+    from .ledger_location import command_ledger
 
-    ledger = Ledger.open(Settings.from_env().existing_state_dir())
+    ledger = command_ledger(args.config)
     try:
         for decision in answer_items(ledger, args.items, approved=args.approved):
             print(decision.line)

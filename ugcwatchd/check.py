@@ -17,8 +17,8 @@ from . import languages, yamlsource
 from .errors import AuthRejected, ConfigError, Problem, RateLimited, Transient, UgcwatchdError
 from .inbox.mounts import creatable_below
 from .inbox.options import rule_targets
-from .ledger import FILE_NAME
 from .ledger.facts import write_languages
+from .ledger_location import cache_place, pg_target, schema_report
 from .live_languages import refresh, use_cached
 from .providers import registry
 from .rules import Config, DubLabAction, FaceDubAction, Inbox, Providers, ResolvedRule
@@ -183,6 +183,28 @@ def _check_state_dir(settings: Settings, report: Report, mountinfo: str | None) 
         report.problems.append(Problem("environment", None, None, "", problem))
 
 
+def _check_ledger(config: Config, settings: Settings, report: Report) -> None:
+    """A PostgreSQL ledger: reachable with its password, at a schema this ugcwatchd knows."""
+    try:
+        target = pg_target(settings, config)
+    except ConfigError as exc:
+        report.problems.append(_ledger_problem(config, str(exc)))
+        return
+    if target is None:
+        return
+    line, problem = schema_report(target)
+    report.lines.append(line)
+    if problem is not None:
+        report.problems.append(_ledger_problem(config, problem))
+
+
+def _ledger_problem(config: Config, message: str) -> Problem:
+    """At the rules file's ``ledger:`` when it sets one, else at ``UGCWATCHD_LEDGER``."""
+    if config.ledger:
+        return config.problem(("ledger",), message)
+    return Problem("environment", None, None, "UGCWATCHD_LEDGER", message)
+
+
 def check_offline(config: Config, settings: Settings, *, mountinfo: str | None = None) -> Report:
     """Everything ``check --offline`` verifies: rules, folders, the state folder, whether keys are configured.
 
@@ -196,6 +218,7 @@ def check_offline(config: Config, settings: Settings, *, mountinfo: str | None =
         for inbox in inboxes:
             _check_inbox(config, inbox, report)
     _check_state_dir(settings, report, mountinfo)
+    _check_ledger(config, settings, report)
     unusable: dict[str, str] = {}
     keys = provider_keys(config, settings, unusable)
     for provider, why in unusable.items():
@@ -275,13 +298,14 @@ def use_languages(rules: Path, settings: Settings, *, online: bool) -> str:
     if there is one (never created here). Else, or when that fails, the cached list; else the built-in one.
     Nothing here fails: a provider that cannot be asked is verified, and reported, by :func:`check_online`.
     """
-    state_dir = settings.resolved_state_dir()
-    use_cached(state_dir)
-    said = f"languages: the list cached in {state_dir / FILE_NAME}" if languages.live() else ""
+    where, password = cache_place(settings, rules)
+    use_cached(where, password)
+    place = where if isinstance(where, Path) else "the PostgreSQL ledger"
+    said = f"languages: the list cached in {place}" if languages.live() else ""
     providers = _providers_block(rules) if online else None
     if providers is not None:
         for name, codes in asyncio.run(_read_live(providers, settings)).items():
-            cached = write_languages(state_dir / FILE_NAME, name, codes, time.time())
+            cached = write_languages(where, name, codes, time.time(), password=password)
             said = f"languages: {name}'s current list ({len(codes)})" + (", cached in the ledger" if cached else "")
     return said or f"languages: the built-in list ({len(languages.BUILT_IN)})"
 

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .answer import add_command as add_answers
@@ -225,6 +225,7 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .daemon import Daemon
+    from .ledger_location import ledger_secrets
     from .providers import registry
     from .settings import Settings, api_key, check_state_dir, console_token
 
@@ -247,7 +248,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         token = console_token(settings)
         if token is not None:
             secrets.append(token.get_secret_value())
-    logs.setup(settings.log_level, settings.log_format, secrets, debug=args.debug)
+    logs.setup(settings.log_level, settings.log_format, secrets + ledger_secrets(settings, config), debug=args.debug)
     # Before anything is locked or opened there: SQLite on a network share can corrupt the ledger.
     check_state_dir(settings.resolved_state_dir())
     return asyncio.run(Daemon(config, settings).run())
@@ -277,14 +278,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.folder)
 
 
-def _ledger() -> Any:
-    """The daemon's ledger, for commands that read it: never created here (none found: exit 78)."""
-    from .ledger import Ledger
-    from .settings import Settings
-
-    return Ledger.open(Settings.from_env().existing_state_dir())
-
-
 def _add_ops(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("status", help="counts by state, running jobs, held work and why, recent failures")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -303,36 +296,41 @@ def _add_ops(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from .ledger_location import command_ledger
     from .ops import as_json, print_status, status
 
-    report = status(_ledger())
+    report = status(command_ledger(args.config))
     print(as_json(report)) if args.json else print_status(report)
     return ExitCode.OK
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
+    from .ledger_location import command_ledger
     from .ops import as_json, jobs, print_jobs
 
-    rows = jobs(_ledger(), args.state)
+    rows = jobs(command_ledger(args.config), args.state)
     print(as_json(rows)) if args.json else print_jobs(rows)
     return ExitCode.OK
 
 
 def _load_rules(args: argparse.Namespace, settings: Settings) -> Config:
     """The rules file, checked against DubLab's language list as the daemon last read it (else built in)."""
+    from .ledger_location import cache_place
     from .live_languages import use_cached
     from .rules import load_rules
 
-    use_cached(settings.resolved_state_dir())
+    use_cached(*cache_place(settings, settings.rules_path(args.config)))
     return load_rules(settings.rules_path(args.config))
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:
+    from .ledger_location import open_ledger
     from .ops import retry
     from .settings import Settings
 
-    config = _load_rules(args, Settings.from_env())
-    for line in retry(_ledger(), config, args.items):
+    settings = Settings.from_env()
+    config = _load_rules(args, settings)
+    for line in retry(open_ledger(settings, config, create=False), config, args.items):
         print(line)
     return ExitCode.OK
 

@@ -57,8 +57,11 @@ def _final(root: Path) -> dict[str, Path]:
 
 
 async def _run(root: Path, rules: Path, within: float) -> dict[str, Path]:
-    settings = Settings(
-        state_dir=root / "state", facedub_api_key=SecretStr("fdb_sandbox"), dublab_api_key=SecretStr("dl_sandbox")
+    settings = Settings(  # its own SQLite ledger, whatever UGCWATCHD_LEDGER says: the demo touches nothing real
+        state_dir=root / "state",
+        facedub_api_key=SecretStr("fdb_sandbox"),
+        dublab_api_key=SecretStr("dl_sandbox"),
+        ledger=None,
     )
     daemon = Daemon(load_rules(rules), settings)
     task = asyncio.create_task(daemon.run())

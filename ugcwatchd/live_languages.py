@@ -19,12 +19,15 @@ log = logging.getLogger(__name__)
 REFRESH_EVERY = 86400.0  # the daemon reads the lists again daily
 
 
-def use_cached(state_dir: Path) -> None:
-    """Put the language list cached in the ledger in ``state_dir`` in use; without one, the built-in list.
+def use_cached(where: Path | str, password: str | None = None) -> None:
+    """Put the language list cached in the ledger in use; without one, the built-in list.
 
-    Read-only and never failing: a missing or unreadable ledger only means the built-in list.
+    ``where``: a state folder (its SQLite ledger), a ledger file, or a PostgreSQL URL. Read-only and never
+    failing: a missing or unreadable ledger only means the built-in list.
     """
-    languages.use(read_languages(state_dir / FILE_NAME))
+    if isinstance(where, Path) and where.name != FILE_NAME:
+        where = where / FILE_NAME  # a state folder (no stat here: it may be a folder we cannot look into)
+    languages.use(read_languages(where, password=password))
 
 
 async def refresh(

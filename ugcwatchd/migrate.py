@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sqlite3
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from .errors import ConfigError, ExitCode, LedgerError, UgcwatchdError
 
 if TYPE_CHECKING:
     import psycopg
 
-    from .settings import Settings
+    from .ledger_location import Target
 
 # Parents before children: the foreign keys and the charges' tally (it reads the item) need them first.
 KEYS: dict[str, tuple[str, ...]] = {
@@ -43,7 +39,6 @@ KEYS: dict[str, tuple[str, ...]] = {
     "facts": ("provider", "name"),
 }
 IDENTITIES = ("items", "jobs", "events", "charges")
-CREDENTIAL = "ledger_password"
 CONNECT_TIMEOUT = 10
 SHOWN_KEYS = 3  # differing keys named in a refusal
 
@@ -74,6 +69,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def run_migrate(args: argparse.Namespace) -> int:
     from .errors import AlreadyRunning
     from .ledger.schema import FILE_NAME
+    from .ledger_location import Target
     from .owner import StateLock
     from .settings import Settings
 
@@ -93,95 +89,6 @@ def run_migrate(args: argparse.Namespace) -> int:
     finally:
         lock.release()
     return ExitCode.OK
-
-
-# -- where to --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """A database to copy into: the URL, the password to add (if the URL has none), and a name to show."""
-
-    url: str
-    password: str | None
-    shown: str
-
-    @classmethod
-    def parse(cls, url: str, settings: Settings, env: Mapping[str, str] | None = None) -> Target:
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            parts = conninfo_to_dict(url)
-        except Exception:  # psycopg's text may echo the URL, password included
-            raise ConfigError(
-                "the --to URL is not a valid PostgreSQL URL",
-                remedy="write it as postgresql://USER@HOST[:PORT]/DATABASE",
-            ) from None
-        given = parts.get("password")
-        password = str(given) if given else ledger_password(settings, env)
-        user, host, port = str(parts.get("user") or ""), str(parts.get("host") or "localhost"), parts.get("port")
-        at = f"{user}@" if user else ""
-        shown = f"postgresql://{at}{host}{f':{port}' if port else ''}/{parts.get('dbname', '')}"
-        return cls(url, None if given else password, shown)
-
-    def secrets(self) -> list[str]:
-        from psycopg.conninfo import conninfo_to_dict
-
-        found = [self.password or "", str(conninfo_to_dict(self.url).get("password") or "")]
-        return [s for word in found if word for s in (word, quote(word, safe=""))]
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets():
-            text = text.replace(secret, "***")
-        return " ".join(text.split())
-
-
-def ledger_password(settings: Settings, env: Mapping[str, str] | None = None) -> str | None:
-    """The credential ``ledger_password``: ``$CREDENTIALS_DIRECTORY`` under systemd, else the service's
-    credential file when this user may read it (as for API keys); None when there is none."""
-    env = os.environ if env is None else env
-    folder = env.get("CREDENTIALS_DIRECTORY")
-    path = Path(folder) / CREDENTIAL if folder else settings.system_credentials_dir / CREDENTIAL
-    try:
-        text = path.read_bytes().decode("utf-8", errors="replace").strip()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        if not folder:
-            return None  # the service's file, not ours to read: the server will say a password is missing
-        raise ConfigError(f"cannot read the credential {path}: {exc.strerror}") from None
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-        raise ConfigError(f"the ledger password from {path} contains a control character", remedy="write it again")
-    return text or None
-
-
-def _connect_error(exc: Exception, target: Target) -> UgcwatchdError:
-    """One sentence for a failed connection, without the password; exit 78 when it is the configuration."""
-    reason = target.redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    low = str(exc).lower()
-    state = getattr(exc, "sqlstate", None)
-    if state in ("28P01", "28000") or "password authentication failed" in low or "no password supplied" in low:
-        return ConfigError(
-            f"the PostgreSQL server at {target.shown} refused the login",
-            remedy=f"check the user and the password (in the URL, or the credential {CREDENTIAL})",
-        )
-    if "connection option" in low or ("invalid" in low and "dsn" in low):
-        return ConfigError(
-            f"the --to URL is not valid: {reason}", remedy="write it as postgresql://USER@HOST[:PORT]/DATABASE"
-        )
-    if state == "3D000" or ("database" in low and "does not exist" in low):
-        return ConfigError(
-            f"the database of {target.shown} does not exist", remedy="create it (createdb) or correct the URL"
-        )
-    if state == "42501" or "permission denied" in low:
-        return ConfigError(
-            f"the PostgreSQL user of {target.shown} may not create or write the ledger's tables: {reason}",
-            remedy="grant it CREATE on the database, or make it the database's owner",
-        )
-    return UgcwatchdError(
-        f"cannot reach the PostgreSQL server at {target.shown}: {reason}",
-        remedy="check that it runs and that the host and port are right",
-    )
 
 
 # -- the copy -------------------------------------------------------------------------------------
@@ -361,3 +268,9 @@ def _verify(source: sqlite3.Connection, conn: psycopg.Connection[Any]) -> list[s
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _connect_error(exc: Exception, target: Target) -> UgcwatchdError:
+    from .ledger_location import connect_error
+
+    return connect_error(exc, target)

@@ -4,8 +4,9 @@ Per concrete inbox: its jobs with their estimates, and for DubLab what it dubs i
 and each option folder's); inboxes of one client (the same named parts) together, with the client's
 totals; then the totals of all.
 
-The real ingestion code runs against a scratch copy of the ledger, so what it prints is what the daemon
-would do, duplicates judged against the real history included; files are taken as complete now.
+The real ingestion code runs against a scratch SQLite copy of the ledger (of the SQLite file, or of the
+PostgreSQL database's rows), so what it prints is what the daemon would do, duplicates judged against the
+real history included; files are taken as complete now.
 """
 
 from __future__ import annotations
@@ -18,26 +19,58 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import LedgerError
 from .inbox.ingest import InboxIngest
 from .inbox.options import BadFolderOptions, folder_targets, rule_targets
 from .ledger import FILE_NAME, Ledger
+from .ledger_location import Target, pg_target, schema_of
 from .names import shown
 from .providers import registry
 from .rules import Config, DubLabAction
 from .settings import Settings
 from .states import HoldReason, ItemState, JobState
 
+SCRATCH_TABLES = ("items", "inputs", "jobs", "charges", "facts")  # parents first
 
-def _scratch(settings: Settings, folder: Path) -> Ledger:
-    real = settings.resolved_state_dir() / FILE_NAME
+
+def _scratch(settings: Settings, config: Config, folder: Path) -> Ledger:
+    """A SQLite copy of the daemon's ledger (of its SQLite file, or of its PostgreSQL database) in ``folder``."""
     copy = folder / FILE_NAME
+    target = pg_target(settings, config)
+    if target is not None:
+        ledger = Ledger(copy)
+        _copy_pg(target, ledger)
+        return ledger
+    real = settings.resolved_state_dir() / FILE_NAME
     if real.exists():
         source = sqlite3.connect(f"file:{real}?mode=ro", uri=True)
-        target = sqlite3.connect(copy)
-        source.backup(target)
+        target_db = sqlite3.connect(copy)
+        source.backup(target_db)
         source.close()
-        target.close()
+        target_db.close()
     return Ledger(copy)
+
+
+def _copy_pg(target: Target, ledger: Ledger) -> None:
+    """The rows ingestion judges by (the history's events are not needed), from the database into ``ledger``."""
+    import psycopg
+
+    if schema_of(target) is None:
+        return  # no ledger there yet: nothing to judge duplicates by
+    conn = target.connect()
+    try:
+        with conn, ledger.transaction() as db:
+            for table in SCRATCH_TABLES:
+                columns = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+                names = ", ".join(columns)
+                rows = conn.execute(f"SELECT {names} FROM {table}")  # noqa: S608
+                marks = ", ".join("?" * len(columns))
+                db.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
+    except psycopg.Error as exc:
+        raise LedgerError(
+            f"cannot read the ledger in {target.shown} for the plan: {target.redact(str(exc))}",
+            remedy="run the daemon of this version with it once (it upgrades the schema), then plan again",
+        ) from None
 
 
 @dataclass
@@ -139,7 +172,7 @@ def plan(config: Config, settings: Settings) -> list[str]:
     level = quiet.level
     quiet.setLevel(max(level, logging.ERROR))
     with tempfile.TemporaryDirectory(prefix="ugcwatchd-plan-") as folder:
-        ledger = _scratch(settings, Path(folder))
+        ledger = _scratch(settings, config, Path(folder))
         try:
             return asyncio.run(_plan(config, ledger))
         finally:

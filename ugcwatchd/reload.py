@@ -61,12 +61,16 @@ def provider_changes(
     transport: httpx.AsyncBaseTransport | None = None,
     on_answer: Callable[[str], Callable[[int], None]] | None = None,
     in_flight: Callable[[str], list[int]] = lambda name: [],
+    previous: Config | None = None,
 ) -> ProviderChanges:
     """Compare the running providers (and the keys they were built with) with ``config``.
 
     ``in_flight(name)``: the ids of the provider's jobs whose submission is unresolved (the ledger's
-    ``submitting`` jobs), besides those under way in this process.
+    ``submitting`` jobs), besides those under way in this process. ``previous``: the rules running now, for
+    what a reload cannot change (:func:`check_ledger_unchanged`).
     """
+    if previous is not None:
+        check_ledger_unchanged(previous, config, settings)
     changes = ProviderChanges()
     for name in sorted({rule.provider for rule in config.rules} | set(current)):
         block = config.providers.settings(name)
@@ -104,3 +108,15 @@ def _only_live(old: ProviderSettings, new: ProviderSettings) -> bool:
 def current_keys(config: Config, settings: Settings, names: list[str]) -> dict[str, str]:
     """The key each provider's adapter is built with now, to tell a replaced key at the next reload."""
     return {name: _key_text(name, config.providers.settings(name), settings) for name in names}
+
+
+def check_ledger_unchanged(old: Config, new: Config, settings: Settings) -> None:
+    """A reload cannot move the ledger or change the lease time: the daemon's work is recorded, and leased,
+    where it started. Refused (naming no URL, which may hold a password) when either changes."""
+    environment = settings.ledger.get_secret_value().strip() if settings.ledger is not None else ""
+    if (old.ledger or environment or None) != (new.ledger or environment or None):
+        raise ReloadRefused("the ledger changed", remedy="restart to move the ledger")
+    if old.lease_ttl != new.lease_ttl:
+        raise ReloadRefused(
+            f"lease_ttl changed from {old.lease_ttl:g}s to {new.lease_ttl:g}s", remedy="restart to move the ledger"
+        )

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     facedub_api_key: SecretStr | None = None
     dublab_api_key: SecretStr | None = None
     console_token: SecretStr | None = None  # the web console's login token (also the credential console_token)
+    # A postgresql:// URL: the ledger when the rules file has no `ledger:` (it may hold a password: secret)
+    ledger: SecretStr | None = None
     # Where the service keeps its ledger and its keys: read by operator commands run outside the unit.
     # UGCWATCHD_SYSTEM_STATE_DIR and UGCWATCHD_SYSTEM_CREDENTIALS_DIR move them, for tests and packagers.
     system_state_dir: Path = SYSTEM_STATE_DIR
@@ -204,6 +206,32 @@ def console_token(settings: Settings, env: Mapping[str, str] | None = None) -> S
             f"the console token from {origin} {what}", remedy="make one with `openssl rand -hex 32` and set it again"
         )
     return SecretStr(text)
+
+
+LEDGER_PASSWORD = "ledger_password"  # noqa: S105  # the credential's name, not a password
+
+
+def ledger_password(settings: Settings, env: Mapping[str, str] | None = None) -> str | None:
+    """The credential ``ledger_password``: ``$CREDENTIALS_DIRECTORY`` under systemd, else the service's
+    credential file when this user may read it (as for API keys); None when there is none.
+
+    Surrounding whitespace is dropped; a control character is a configuration error naming the file, never
+    the password.
+    """
+    env = os.environ if env is None else env
+    folder = env.get("CREDENTIALS_DIRECTORY")
+    path = Path(folder) / LEDGER_PASSWORD if folder else settings.system_credentials_dir / LEDGER_PASSWORD
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if not folder:
+            return None  # the service's file, not ours to read: the server will say a password is missing
+        raise ConfigError(f"cannot read the credential {path}: {exc.strerror}") from None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ConfigError(f"the ledger password from {path} contains a control character", remedy="write it again")
+    return text or None
 
 
 def unreadable_credential(provider: str, settings: Settings) -> Path | None:

@@ -207,13 +207,12 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def run_statement(args: argparse.Namespace) -> int:
-    from .ledger import Ledger
-    from .settings import Settings
+    from .ledger_location import command_ledger
 
     now = datetime.fromtimestamp(time.time())
     year, month = args.month or (now.year, now.month)
     start, end = month_range(year, month)
-    ledger = Ledger.open(Settings.from_env().existing_state_dir())
+    ledger = command_ledger(args.config)
     try:
         charges = ledger.charges_between(start, end)
     finally:

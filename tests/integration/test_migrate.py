@@ -219,3 +219,33 @@ def test_migrate_no_ledger_or_an_older_one_is_refused_and_nothing_is_created(
     assert main(["migrate", "--to", pg_url]) == 78
     assert "run this version's `ugcwatchd status` once to upgrade it" in capsys.readouterr().err
     assert not _tables(pg_url)
+
+
+def test_migrate_ledger_whose_parts_were_written_before_version_7_copies_them_readable(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = make_state(tmp_path / "state")
+    with sqlite3.connect(state / "ledger.sqlite3") as db:  # as version 6 stored a client folder not UTF-8
+        for table in ("items", "charged_by"):
+            db.execute(
+                f"UPDATE {table} SET parts = ? WHERE parts = ?",  # noqa: S608
+                ('{"client": "caf\\udce9"}', '{"client": "caf\\uf7e9"}'),
+            )
+        db.execute("PRAGMA user_version=6")
+    monkeypatch.setenv("UGCWATCHD_STATE_DIR", str(state))
+    assert main(["migrate", "--to", pg_url]) == 78  # an older ledger is upgraded first, never copied as it is
+    capsys.readouterr()
+    source = Ledger.open(state)  # what `ugcwatchd status` does once: version 7 rewrites the old parts
+    want = snapshot(source)
+    source.close()
+
+    assert main(["migrate", "--to", pg_url]) == 0, capsys.readouterr().err
+    copied = Ledger.open(pg_url)
+    try:
+        assert snapshot(copied) == want
+        found = copied.search_items(client=ODD).items  # PostgreSQL reads the parts as jsonb
+        assert [i.parts for i in found] == [{"client": ODD}]
+        by = {r[0]: r[1] for r in copied._db.execute("SELECT parts, credits FROM charged_by")}
+        assert by['{"client": "caf\\uf7e9"}'] == 1
+    finally:
+        copied.close()

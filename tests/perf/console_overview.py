@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.console_history import CLIENTS, seed  # noqa: E402
 from ugcwatchd.console import Console  # noqa: E402
+from ugcwatchd.ledger import Ledger  # noqa: E402
 from ugcwatchd.lifecycle import ProviderState  # noqa: E402
 from ugcwatchd.providers.registry import build_provider  # noqa: E402
 from ugcwatchd.rules import load_rules  # noqa: E402
@@ -95,7 +96,9 @@ async def bench(items: int, requests: int) -> dict[str, Any]:
         for name, key in (("facedub", "fdb_bench"), ("dublab", "dl_bench")):
             block = config.providers.settings(name)
             providers[name] = ProviderState(name, build_provider(name, block, SecretStr(key)), block, remaining=5000)
-        console = Console(root / "state" / "ledger.sqlite3", lambda: providers, lambda: config, Settings())
+        console = Console(
+            lambda: Ledger(root / "state" / "ledger.sqlite3"), lambda: providers, lambda: config, Settings()
+        )
         port = free_port()
         await console.start(f"127.0.0.1:{port}")
         base = f"http://127.0.0.1:{port}"

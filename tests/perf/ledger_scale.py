@@ -264,7 +264,7 @@ def other_questions(root: Path, state: Path) -> dict[str, object]:
     """What else runs while the daemon works: the STATUS= line, naming a new job, a metrics scrape."""
     ledger = Ledger.open(state)
     outbox = str(outbox_of(root, "acme", "dub"))
-    metrics = Metrics(ledger.path, dict)
+    metrics = Metrics(ledger.reopen, dict)
     try:
         return {
             "status_line_ms": figures(timed_sync(lambda: status_line(ledger, {}, 12), 5)),
@@ -272,6 +272,7 @@ def other_questions(root: Path, state: Path) -> dict[str, object]:
             "metrics_scrape_ms": figures(timed_sync(lambda: generate_latest(metrics.registry), 5)),
         }
     finally:
+        metrics.close()
         ledger.close()
 
 

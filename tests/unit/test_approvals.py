@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ledgers import MakeLedger, sqlite_only
+from tests.ledgers import MakeLedger, use_for_commands
 from ugcwatchd import cli
 from ugcwatchd.approvals import answer_items, approve, awaiting, not_awaiting, reject
 from ugcwatchd.errors import ExitCode, UsageError
@@ -143,8 +143,7 @@ def test_status_awaiting_items_with_their_estimates(ledger: Ledger, capsys: pyte
 def test_cli_approve_and_reject_print_a_line_per_item_or_exit_2(
     tmp_path: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sqlite_only(ledger, "the commands open the state folder's ledger")
-    monkeypatch.setenv("UGCWATCHD_STATE_DIR", str(ledger.path.parent))
+    use_for_commands(ledger, monkeypatch, tmp_path)
     first, second, third = add(ledger, "a"), add(ledger, "b", ("de",)), add(ledger, "c", ("es",))
     assert cli.main(["approve", str(first), str(second)]) == ExitCode.OK
     assert capsys.readouterr().out.splitlines() == [

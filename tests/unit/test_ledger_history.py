@@ -9,13 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
 
-from tests.ledgers import MakeLedger, sqlite_only
+from tests.ledgers import MakeLedger, metrics_scrape, sqlite_only
 from ugcwatchd.ledger import SCHEMA_VERSION, InputFile, JobDetail, Ledger, PlannedJob
 from ugcwatchd.ledger.backend import Connection
 from ugcwatchd.ledger.schema import SCHEMA, statements
-from ugcwatchd.metrics import Metrics
 from ugcwatchd.providers.base import RemoteState
 from ugcwatchd.states import (
     OPEN_ITEM_STATES,
@@ -97,8 +95,7 @@ def test_ledger_charged_total_counts_each_delivered_job_once(make_ledger: MakeLe
     ledger.annotate_job(a.id, JobDetail(sidecar="result"))  # a later note never counts it again
     (c,) = ledger.jobs_of(add(ledger, "c", provider="facedub", names=("c.facedub",)))
     deliver(ledger, c.id, 1, "r3")
-    sqlite_only(ledger, "the metrics read the SQLite file")
-    scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
+    scrape = metrics_scrape(ledger)
     assert 'ugcwatchd_credits_charged_total{provider="dublab"} 7.0' in scrape
     assert 'ugcwatchd_credits_charged_total{provider="facedub"} 1.0' in scrape
     assert 'ugcwatchd_jobs{provider="dublab",state="delivered"} 2.0' in scrape

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ledgers import MakeLedger, sqlite_only
+from tests.ledgers import MakeLedger
 from tests.support import ManualClock
 from ugcwatchd import languages
 from ugcwatchd.errors import ConfigProblems
@@ -43,9 +43,10 @@ def test_ledger_languages_round_trip_with_the_time_read(make_ledger: MakeLedger)
     ledger.put_languages("dublab", {"de", "es", NEW})  # read again: replaced, not added
     assert ledger.cached_languages("dublab") == (frozenset({"de", "es", NEW}), 1_800_000_060.0)
     assert ledger.fact("dublab", "languages") == ('["de", "es", "qx"]', 1_800_000_060.0)
-    sqlite_only(ledger, "read_languages reads the SQLite file")
     ledger.close()
-    assert read_languages(ledger.path) == frozenset({"de", "es", NEW})
+    assert read_languages(ledger.where) == frozenset({"de", "es", NEW})
+    assert write_languages(ledger.where, "dublab", {"fr"}, 1_800_000_120.0) is True
+    assert read_languages(ledger.where) == frozenset({"fr"})
 
 
 def test_read_languages_without_a_usable_ledger_is_none_and_creates_nothing(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from ugcwatchd.errors import ConfigError
-from ugcwatchd.migrate import Target, ledger_password
-from ugcwatchd.settings import Settings
+from ugcwatchd.ledger_location import Target
+from ugcwatchd.settings import Settings, ledger_password
 
 
 def _settings(tmp_path: Path) -> Settings:

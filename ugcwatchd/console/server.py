@@ -2,8 +2,8 @@
 
 The server installs no signal handlers (the daemon's SIGTERM stops it), binds its socket before it is
 announced (so a taken address is an error at start, or a refused reload), and is stopped within a
-few seconds. Ledger work runs in one worker thread with a connection of its own: a page never holds
-up the event loop, and SQLite's WAL lets it read while the daemon writes.
+few seconds. Ledger work runs in one worker thread with a ledger handle of its own: a page never holds
+up the event loop, and SQLite's WAL (or PostgreSQL) lets it read while the daemon writes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
@@ -100,12 +99,13 @@ class Console:
 
     def __init__(
         self,
-        ledger_path: Path,
+        open_ledger: Callable[[], Ledger],
         providers: Callable[[], Mapping[str, ProviderState]],
         config: Callable[[], Config],
         settings: Settings,
     ) -> None:
-        self.ledger_path = ledger_path
+        """``open_ledger``: a handle of the console's own on the daemon's ledger (``Ledger.reopen``)."""
+        self.open_ledger = open_ledger
         self.providers = providers
         self.config = config
         self.settings = settings
@@ -220,7 +220,7 @@ class Console:
 
     def _with_ledger(self, work: Callable[[Ledger], T]) -> T:
         if self._ledger is None:
-            self._ledger = Ledger(self.ledger_path)
+            self._ledger = self.open_ledger()
         return work(self._ledger)
 
     async def ledger_work(self, work: Callable[[Ledger], T]) -> T:

@@ -10,15 +10,24 @@ from __future__ import annotations
 import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..names import to_db
 from ..states import JobState
 from .backend import Connection, Dialect
 from .queries import _ITEM_COLUMNS, _item_of
-from .records import Item, Job, item_from_row, job_from_row
+from .records import Item, Job, item_from_row, job_from_row, parts_from_db
 
 SEARCH_WINDOW = 5000  # items looked at per search page at most: a rare term pages on, it never scans a year
+
+
+class Tallies(NamedTuple):
+    """Items by state, jobs by provider and state, credits charged by provider and by rule and parts."""
+
+    items: list[tuple[str, int]]
+    jobs: list[tuple[str, str, int]]
+    charged: list[tuple[str, float]]
+    charged_by: list[tuple[str, str, str, float]]  # provider, rule, parts as stored (JSON or ""), credits
 
 
 def _like(text: str) -> str:
@@ -95,7 +104,7 @@ class ConsoleQueries:
             outer_args.append(rule)
         if client:
             outer.append(self._dialect.json_has_value("items.parts"))
-            outer_args.append(client)
+            outer_args.append(to_db(client))  # as the parts store a folder name that is not UTF-8
         if name:
             outer.append(
                 "EXISTS (SELECT 1 FROM inputs WHERE inputs.item_id = items.id AND inputs.name LIKE ? ESCAPE '\\')"
@@ -161,11 +170,24 @@ class ConsoleQueries:
             " GROUP BY day, c.provider, i.parts",
             (since,),
         )
-        return [(r[0], r[1], json.loads(r[2]) if r[2] else {}, float(r[3])) for r in rows]
+        return [(r[0], r[1], parts_from_db(r[2]), float(r[3])) for r in rows]
 
     def charged_totals(self) -> tuple[tuple[str, float], ...]:
         """Every provider's charged total (a tally): it changes whenever a charge is recorded."""
         return tuple((r[0], float(r[1])) for r in self._db.execute("SELECT provider, credits FROM charged ORDER BY 1"))
+
+    def tallies(self) -> Tallies:
+        """What the metrics show: the tallies the ledger's triggers keep (a few rows, however long the history)."""
+        db = self._db
+        return Tallies(
+            [(r[0], int(r[1])) for r in db.execute("SELECT state, n FROM item_tally WHERE n > 0")],
+            [(r[0], r[1], int(r[2])) for r in db.execute("SELECT provider, state, n FROM job_tally WHERE n > 0")],
+            [(r[0], float(r[1])) for r in db.execute("SELECT provider, credits FROM charged")],
+            [
+                (r[0], r[1], r[2] or "", float(r[3]))
+                for r in db.execute("SELECT provider, rule, parts, credits FROM charged_by")
+            ],
+        )
 
     def charges_of(self, item_id: int) -> dict[int, float]:
         """What each job of the item was charged."""

@@ -13,9 +13,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from .backend import Connection
+from .backend import Connection, is_url
 
 LANGUAGES = "languages"
+PG_TIMEOUT = 3  # seconds to reach the database: a language list is never worth waiting long for
 _UPSERT = (
     "INSERT INTO facts (provider, name, value, at) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (provider, name) DO UPDATE SET value = excluded.value, at = excluded.at"
@@ -64,15 +65,21 @@ class Facts:
         return (codes, found[1]) if found and codes else None
 
 
-def read_languages(ledger: Path, provider: str = "dublab") -> frozenset[str] | None:
-    """The cached language list in the ledger file at ``ledger``, read-only; None when there is none.
+def read_languages(
+    ledger: Path | str, provider: str = "dublab", *, password: str | None = None
+) -> frozenset[str] | None:
+    """The cached language list in the ledger at ``ledger`` (the SQLite file, or a PostgreSQL URL), read-only;
+    None when there is none.
 
-    Never raises: a missing, unreadable, older or locked ledger only means the built-in list is used.
+    Never raises: a missing, unreadable, older or locked ledger, or a database that cannot be reached now,
+    only means the built-in list is used.
     """
+    if isinstance(ledger, str) and is_url(ledger):
+        return _pg_read(ledger, password, provider)
     try:
-        if not ledger.is_file():
+        if not Path(ledger).is_file():
             return None
-        db = sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
+        db = sqlite3.connect(f"{Path(ledger).resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
     except (sqlite3.Error, OSError, ValueError):
         return None
     try:
@@ -84,22 +91,54 @@ def read_languages(ledger: Path, provider: str = "dublab") -> frozenset[str] | N
     return _codes(str(row[0])) if row else None
 
 
-def write_languages(ledger: Path, provider: str, codes: Collection[str], at: float) -> bool:
-    """Cache ``codes`` in the existing ledger file at ``ledger`` (``check`` does, the daemon's may be running).
+def write_languages(
+    ledger: Path | str, provider: str, codes: Collection[str], at: float, *, password: str | None = None
+) -> bool:
+    """Cache ``codes`` in the existing ledger at ``ledger`` (``check`` does, the daemon's may be running).
 
     Never creates a ledger and never migrates one (a daemon of another version may own it): False when
-    there is none, it is older, or it cannot be written by this user.
+    there is none, it is older, or it cannot be written by this user (or reached now).
     """
+    value = json.dumps(sorted(codes))
+    if isinstance(ledger, str) and is_url(ledger):
+        return _pg_write(ledger, password, (provider, LANGUAGES, value, at))
     try:
-        if not ledger.is_file():
+        if not Path(ledger).is_file():
             return False
-        db = sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=rw", uri=True, timeout=5.0, isolation_level=None)
+        db = sqlite3.connect(f"{Path(ledger).resolve().as_uri()}?mode=rw", uri=True, timeout=5.0, isolation_level=None)
     except (sqlite3.Error, OSError, ValueError):
         return False
     try:
-        db.execute(_UPSERT, (provider, LANGUAGES, json.dumps(sorted(codes)), at))
+        db.execute(_UPSERT, (provider, LANGUAGES, value, at))
     except sqlite3.Error:
         return False
     finally:
         db.close()
+    return True
+
+
+# PostgreSQL: a plain connection of its own, not a Ledger, since opening a Ledger brings the schema to this
+# version, and these run before the rules are loaded, from commands (`check`) that must change no schema.
+
+
+def _pg_read(url: str, password: str | None, provider: str) -> frozenset[str] | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, password=password, connect_timeout=PG_TIMEOUT, autocommit=True) as db:
+            row = db.execute("SELECT value FROM facts WHERE provider = %s AND name = %s", (provider, LANGUAGES))
+            found = row.fetchone()
+    except (psycopg.Error, ValueError):
+        return None
+    return _codes(str(found[0])) if found else None
+
+
+def _pg_write(url: str, password: str | None, values: tuple[str, str, str, float]) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, password=password, connect_timeout=PG_TIMEOUT, autocommit=True) as db:
+            db.execute(_UPSERT.replace("?", "%s"), values)
+    except (psycopg.Error, ValueError):
+        return False
     return True

@@ -59,7 +59,15 @@ def load_rules(path: Path, env: Mapping[str, str] | None = None) -> Config:
     problems: list[Problem] = []
     rules = _resolve_rules(model, path, source, problems)
     config = Config(
-        path, source, model.providers, rules, model.metrics_listen, model.notify, console_listen=model.console_listen
+        path,
+        source,
+        model.providers,
+        rules,
+        model.metrics_listen,
+        model.notify,
+        console_listen=model.console_listen,
+        ledger=model.ledger.get_secret_value() if model.ledger is not None else None,
+        lease_ttl=model.lease_ttl,
     )
     if not problems:  # the folders can be resolved only once every template is known
         problems += find_overlaps(config, config.inboxes())

@@ -14,6 +14,7 @@ from .values import (
     Duration,
     SourceLanguage,
     TargetLanguage,
+    check_ledger_url,
     check_listen,
     check_name,
     check_webhook_url,
@@ -211,4 +212,7 @@ class RulesFile(_Strict):
     metrics_listen: Annotated[str, AfterValidator(check_listen)] | None = None
     console_listen: Annotated[str, AfterValidator(check_listen)] | None = None  # the web console; off by default
     notify: Notify | None = None
+    # A postgresql:// URL: the ledger several daemons share; None = SQLite in the state folder
+    ledger: Annotated[SecretStr, AfterValidator(check_ledger_url)] | None = None
+    lease_ttl: Duration = Field(30.0, ge=10, le=600)  # a dead daemon's work is taken over after this
     rules: list[Rule] = Field(min_length=1)

@@ -129,6 +129,9 @@ class Config:
     metrics_listen: str | None
     notify: Notify | None
     console_listen: str | None = None  # HOST:PORT of the web console, or None (off)
+    # a postgresql:// URL (it may hold a password: never in a repr), or None: SQLite in the state folder
+    ledger: str | None = field(default=None, repr=False)
+    lease_ttl: float = 30.0  # seconds: a daemon that stops renewing its leases loses them after this
 
     def inboxes(self) -> list[Inbox]:
         return [inbox for rule in self.rules for inbox in rule.inboxes()]

@@ -10,7 +10,7 @@ import string
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, SecretStr
 
 from .. import languages
 from ..urls import https_or_loopback
@@ -118,3 +118,17 @@ def template(*allowed: str, parts: bool = False) -> AfterValidator:
 ApiUrl = Annotated[str, AfterValidator(check_api_url)]
 TargetLanguage = Annotated[str, AfterValidator(check_target_language)]
 SourceLanguage = Annotated[str, AfterValidator(check_source_language)]
+
+
+def check_ledger_url(url: SecretStr) -> SecretStr:
+    """``ledger:``: a PostgreSQL URL. The message never repeats the value: it may hold a password."""
+    text = url.get_secret_value()
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL, e.g. postgresql://ugcwatchd@db.example/ugcwatchd")
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(text)
+    except Exception:  # psycopg's text may echo the URL, password included
+        raise ValueError("is not a valid PostgreSQL URL: write it as postgresql://USER@HOST[:PORT]/DATABASE") from None
+    return url

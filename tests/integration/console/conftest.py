@@ -40,7 +40,7 @@ class Served:
         self.config = load_rules(rules, {})
         self.ledger = Ledger.open(root / "state")
         settings = Settings(console_token=SecretStr(token) if token else None)
-        self.console = Console(self.ledger.path, dict, lambda: self.config, settings)
+        self.console = Console(self.ledger.reopen, dict, lambda: self.config, settings)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="console-test", daemon=True)
         self.thread.start()

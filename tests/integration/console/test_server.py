@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from ugcwatchd.console import Console, ConsoleError
 from ugcwatchd.errors import ConfigError
+from ugcwatchd.ledger import Ledger
 from ugcwatchd.settings import Settings
 
 from .conftest import Served, free_port, logged_in
@@ -57,7 +58,7 @@ def test_console_new_token_at_reload_ends_every_session(served: Served) -> None:
 
 def test_console_bad_token_stops_the_start_with_a_configuration_error(tmp_path: Path) -> None:
     (tmp_path / "console_token").write_text("short")
-    console = Console(tmp_path / "ledger.sqlite3", dict, lambda: None, Settings())  # type: ignore[arg-type,return-value]
+    console = Console(lambda: Ledger(tmp_path / "ledger.sqlite3"), dict, lambda: None, Settings())  # type: ignore[arg-type,return-value]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
         with pytest.raises(ConfigError, match="console token from the systemd credential console_token is shorter"):

@@ -96,7 +96,9 @@ async def test_facedub_job_failing_after_creation_keeps_its_charge_in_sidecar_le
     (charge,) = ledger.charges_between(0, time.time() + 60)
     assert (charge.state, charge.credits, charge.overage, charge.job) == (JobState.FAILED, 1, True, "alice.facedub")
     assert used == 1  # what the provider says it used is what the ledger says was paid
-    scrape = generate_latest(Metrics(ledger.path, dict).registry).decode()
+    metrics = Metrics(ledger.reopen, dict)
+    scrape = generate_latest(metrics.registry).decode()
+    metrics.close()
     assert 'ugcwatchd_credits_charged_total{provider="facedub"} 1.0' in scrape
     assert 'ugcwatchd_client_credits_charged_total{parts="client=acme",provider="facedub",rule="faces"} 1.0' in scrape
     ledger.close()
