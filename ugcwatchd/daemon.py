@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -20,8 +21,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .console import Console
 from .errors import ConfigError, UgcwatchdError, map_os_errors
+from .hosts import Membership, SharedAccount
 from .inbox.ingest import Ingestion
-from .ledger import Ledger
+from .ledger_location import open_ledger
 from .lifecycle import Lifecycle, ProviderState
 from .live_languages import REFRESH_EVERY, refresh
 from .metrics import Metrics
@@ -43,6 +45,32 @@ def _ascii(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     line = lines[1] if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
     return line.encode("ascii", "replace").decode()[:200]
+
+
+def tracked(running: set[asyncio.Task[Any]], func: Callable[..., Any]) -> Callable[..., Any]:
+    """A scheduled step that shutdown can wait for (in ``running`` while it runs), instead of cancelling it."""
+
+    async def step(*args: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        running.add(task)
+        try:
+            result = func(*args)
+            if asyncio.iscoroutine(result):
+                await result
+        finally:
+            running.discard(task)
+
+    return step
+
+
+def key_now(config: Config, settings: Settings, name: str) -> str | None:
+    """The key ``name`` would get now (the credential file, the variable), or None when there is none."""
+    try:
+        key = api_key(name, config.providers.settings(name).api_key, settings)
+    except ConfigError:
+        return None
+    return key.value.get_secret_value() if key.value is not None and key.present else None
 
 
 class Notifier:
@@ -103,35 +131,32 @@ class Daemon:
         self.stop_within = stop_within
         self.notifier = Notifier()
         self.stopping = asyncio.Event()
-        self.ledger = Ledger.open(settings.resolved_state_dir())
-        self.metrics = Metrics(self.ledger.path, lambda: self.providers) if config.metrics_listen else None
+        self.ledger = open_ledger(settings, config, create=True)
+        self.metrics = Metrics(self.ledger.reopen, lambda: self.providers) if config.metrics_listen else None
         self._answers = self.metrics.answer if self.metrics else None
         self.providers = build_providers(config, settings, transport=transport, on_answer=self._answers)
         self.keys = current_keys(config, settings, list(self.providers))
+        # Several hosts on one database: only the items this daemon owns by lease are its to work.
+        self.membership = (
+            Membership(self.ledger, self.state_lock.state_id, config.lease_ttl) if self.ledger.shared else None
+        )
+        if self.membership is not None:
+            self.membership.join()
         self.lifecycle = Lifecycle(config, self.ledger, self.providers)
-        self.ingestion = Ingestion(config, self.ledger, claims=self.state_lock.claimant())
+        self.ingestion = self._ingestion(config)
         self.scheduler = AsyncIOScheduler()
         self._running: set[asyncio.Task[Any]] = set()
+        self._tracked = partial(tracked, self._running)
         self._providers_changing = asyncio.Lock()  # a reload and a key re-check never rebuild at once
         self._refused = ""  # the reason of the last refused reload, until one succeeds
         # The web console reads the providers' live state through this same dict, and the current rules.
-        self.console = Console(self.ledger.path, lambda: self.providers, lambda: self.config, settings)
+        self.console = Console(self.ledger.reopen, lambda: self.providers, lambda: self.config, settings)
 
-    def _tracked(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """A scheduled step that shutdown can wait for, instead of cancelling it mid-way."""
-
-        async def step(*args: Any) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            self._running.add(task)
-            try:
-                result = func(*args)
-                if asyncio.iscoroutine(result):
-                    await result
-            finally:
-                self._running.discard(task)
-
-        return step
+    def _ingestion(self, config: Config) -> Ingestion:
+        # Inbox claim files keep two daemons off one inbox; on a shared ledger the files are claimed
+        # as rows instead (each recorded by one daemon), so every daemon takes from every inbox.
+        claims = None if self.membership is not None else self.state_lock.claimant()
+        return Ingestion(config, self.ledger, claims=claims)
 
     def status(self) -> str:
         return self.lifecycle.status_line(len(self.ingestion.inboxes))
@@ -144,6 +169,8 @@ class Daemon:
         for name in self.providers:
             self._schedule_poll(name)
         add(self._report, "interval", seconds=5, id="status", **JOB_OPTIONS)
+        if self.membership is not None:
+            add(self.membership.renew, "interval", seconds=self.membership.every, id="leases", **JOB_OPTIONS)
         add(self._tracked(self.refresh_languages), "interval", seconds=REFRESH_EVERY, id="languages", **JOB_OPTIONS)
         add(self._tracked(self.recheck_keys), "interval", seconds=KEY_RECHECK, id="keys", **JOB_OPTIONS)
         usec = os.environ.get("WATCHDOG_USEC")
@@ -181,6 +208,7 @@ class Daemon:
                 transport=self.transport,
                 on_answer=self._answers,
                 in_flight=lambda name: [j.id for j in self.ledger.jobs_in(JobState.SUBMITTING, provider=name)],
+                previous=self.config,
             )
             # Last: a new console address is bound here, so a taken one refuses the reload.
             console = self.console.prepare(config.console_listen)
@@ -197,26 +225,18 @@ class Daemon:
         self.ingestion.stop()
         self.config = config
         self.lifecycle.config = config
-        self.ingestion = Ingestion(config, self.ledger, claims=self.state_lock.claimant())
+        self.ingestion = self._ingestion(config)
         self.ingestion.start(self.scheduler, self._tracked)
         log.info("reloaded %s: %d rules; %s", config.file, len(config.rules), changes.describe())
         # Until the next report (5 s): the STATUS line says that the reload took.
         self.notifier.send("READY=1", f"STATUS=reloaded: {self.status()}")
 
-    def _key_now(self, name: str) -> str | None:
-        try:
-            key = api_key(name, self.config.providers.settings(name).api_key, self.settings)
-        except ConfigError:
-            return None
-        return key.value.get_secret_value() if key.value is not None and key.present else None
-
     async def recheck_keys(self) -> None:
         """Every 5 minutes: a paused provider whose key was replaced (the credential file, the variable) gets
         a new adapter, as a reload would build it; the rules file itself is read only on reload."""
         async with self._providers_changing:
-            replaced = [
-                n for n, ps in self.providers.items() if ps.paused and self._key_now(n) not in (None, self.keys[n])
-            ]
+            now = {n: key_now(self.config, self.settings, n) for n, ps in self.providers.items() if ps.paused}
+            replaced = [n for n, key in now.items() if key not in (None, self.keys[n])]
             if not replaced:
                 return
             try:
@@ -254,6 +274,8 @@ class Daemon:
 
     async def _start_provider(self, ps: ProviderState) -> None:
         """Seed its rate windows with the paid requests of the last minutes, and read its credits."""
+        if self.membership is not None:  # the account's limits are counted with the other daemons
+            ps.provider.share(SharedAccount(self.ledger, ps.name))
         since = time.time() - RECENT
         await ps.provider.remember([j.sent_at for j in self.ledger.sent_since(ps.name, since) if j.sent_at])
         await self.lifecycle.refresh_account(ps)
@@ -325,5 +347,9 @@ class Daemon:
         await self.lifecycle.hooks.aclose()
         for ps in self.providers.values():
             await ps.provider.aclose()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.membership is not None:
+            self.membership.leave()
         self.ledger.close()
         self.state_lock.release()

@@ -89,6 +89,14 @@ class StaleTransition(UgcwatchdError):
     """A row was not in the state a transition expected: someone else moved it first."""
 
 
+class InputTaken(StaleTransition):
+    """Another daemon recorded an item with this file first (several hosts on one share)."""
+
+
+class LeaseLost(StaleTransition):
+    """Another daemon took this item over (ours stopped renewing its lease in time): it is theirs now."""
+
+
 class ProviderError(UgcwatchdError):
     """A provider's answer (or its absence), classified for the daemon to act on.
 

@@ -20,6 +20,12 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
 _NOISY = {"httpx": logging.WARNING, "httpcore": logging.WARNING, "apscheduler": logging.WARNING}
 
 
+def _not_overlap(record: logging.LogRecord) -> bool:
+    """APScheduler warns when a step is still running at its next interval; each step runs one at a time
+    on purpose (max_instances=1, coalesced), so a slow tick (a busy share, a distant database) is no news."""
+    return "skipped: maximum number of running instances" not in str(record.msg)
+
+
 def _forms(secret: str) -> set[str]:
     """``secret`` as it may appear in a message: itself, trimmed, and as ``repr``, bytes, JSON and URLs escape it.
 
@@ -134,3 +140,6 @@ def setup(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (), *
     for name, floor in _NOISY.items():
         # httpx logs request URLs at INFO (presigned ones carry signatures); APScheduler every job run.
         logging.getLogger(name).setLevel(max(floor, root.level))
+    scheduler = logging.getLogger("apscheduler.scheduler")
+    if _not_overlap not in scheduler.filters:
+        scheduler.addFilter(_not_overlap)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import InputTaken
 from ..ledger import Ledger
 from ..owner import InboxClaim
 from ..rules import DubLabAction, FaceDubAction, Inbox
@@ -291,6 +292,12 @@ class InboxIngest:
             try:
                 if not self._still_as_examined(plan) or not self.recorder.record(plan):
                     continue
+            except InputTaken as taken:
+                # Another daemon on the same share recorded these files first: they are its to work.
+                log.info("rule %s: %s: %s", self.rule.name, plan.key, taken)
+                for rel in plan.consumed:
+                    self.candidates.pop(rel, None)
+                continue
             except Exception as exc:
                 # One plan's trouble (an outbox path the filesystem refuses) never stops the others.
                 if plan.key not in self._troubled:

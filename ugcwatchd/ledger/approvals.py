@@ -8,6 +8,7 @@ from typing import Any
 
 from ..states import HoldReason, JobState
 from .backend import Connection, Dialect
+from .leases import mine
 from .records import Failure, Job, job_from_row
 from .schema import JOB_MOVES
 
@@ -17,6 +18,7 @@ class Approvals:
 
     _db: Connection
     _dialect: Dialect
+    _owner: str | None = None
 
     def transaction(self) -> AbstractContextManager[Connection]:
         raise NotImplementedError
@@ -30,9 +32,10 @@ class Approvals:
     def awaiting_approval(self) -> dict[int, list[Job]]:
         """The jobs held for approval, by item, oldest item first: one range of the index on states."""
         held = self._dialect.json_text("detail", "held")
+        condition, owner = mine(self._owner)
         rows = self._db.execute(
-            f"SELECT * FROM jobs WHERE state = ? AND {held} = ? ORDER BY item_id, id",  # noqa: S608
-            (JobState.HELD, HoldReason.APPROVAL),
+            f"SELECT * FROM jobs WHERE state = ? AND {held} = ?{condition} ORDER BY item_id, id",  # noqa: S608
+            (JobState.HELD, HoldReason.APPROVAL, *owner),
         )
         waiting: dict[int, list[Job]] = {}
         for job in map(job_from_row, rows):

@@ -127,20 +127,21 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 class PgConnection:
     """A pool of connections to one database, used as the mixins use a ``sqlite3.Connection``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, password: str | None = None) -> None:
         self._local = threading.local()
+        secret: dict[str, Any] = {"password": password} if password else {}  # a keyword, never spelled into a URL
         self._pool: ConnectionPool[psycopg.Connection[PgRow]] = ConnectionPool(
             url,
             min_size=1,
             max_size=4,
-            kwargs={"autocommit": True, "row_factory": _rows, "connect_timeout": int(CONNECT_TIMEOUT)},
+            kwargs={"autocommit": True, "row_factory": _rows, "connect_timeout": int(CONNECT_TIMEOUT), **secret},
             configure=_configure,
             open=False,
         )
         try:
             # One connection first: a wrong URL fails at once with the server's reason (the pool would
             # retry it until its timeout and say only that it timed out).
-            with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)) as conn:
+            with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT), **secret) as conn:
                 _migrate(conn)
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
         except (PoolTimeout, psycopg.Error) as exc:
@@ -154,6 +155,9 @@ class PgConnection:
 
     def close(self) -> None:
         self._pool.close()
+
+    def session_lock(self, key: int) -> SessionLock:
+        return SessionLock(self, key)
 
     def _pinned(self) -> psycopg.Connection[PgRow] | None:
         conn: psycopg.Connection[PgRow] | None = getattr(self._local, "conn", None)
@@ -196,6 +200,40 @@ class PgConnection:
                 yield self
             finally:
                 self._local.conn = None
+
+
+class SessionLock:
+    """A lock several hosts share, held on one pooled connection until released: the database drops it
+    when that connection ends, so a daemon killed while holding it never blocks the others."""
+
+    def __init__(self, pg: PgConnection, key: int) -> None:
+        self._pg, self._key = pg, key
+        self._conn: psycopg.Connection[PgRow] | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if free (never waits): True when held now."""
+        conn = self._pg._pool.getconn()
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+        except BaseException:
+            self._pg._pool.putconn(conn)
+            raise
+        if row is not None and row[0]:
+            self._conn = conn
+            return True
+        self._pg._pool.putconn(conn)
+        return False
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+        except psycopg.Error:
+            conn.close()  # the session ends, and the lock with it
+        finally:
+            self._pg._pool.putconn(conn)
 
 
 def _migrate(conn: psycopg.Connection[Any]) -> None:

@@ -18,6 +18,7 @@ from ..states import (
     JobState,
 )
 from .backend import Connection, Dialect, Row
+from .leases import mine
 from .records import InputFile, Item, Job, input_from_row, item_from_row, job_from_row
 
 
@@ -78,6 +79,7 @@ class Queries:
 
     _db: Connection
     _dialect: Dialect
+    _owner: str | None = None  # this daemon's name on a shared ledger: only its items are worked
 
     def _one(self, query: str, args: tuple[object, ...]) -> Row:
         row: Row | None = self._db.execute(query, args).fetchone()
@@ -107,10 +109,12 @@ class Queries:
         return [item_from_row(r) for r in self._db.execute(query, states)]
 
     def jobs_in(self, *states: JobState, provider: str | None = None) -> list[Job]:
-        query = f"SELECT * FROM jobs WHERE state IN ({_marks(states)})"  # noqa: S608
-        args: tuple[object, ...] = states
+        """The jobs in ``states`` (of this daemon's items, on a shared ledger)."""
+        condition, owner = mine(self._owner)
+        query = f"SELECT * FROM jobs WHERE state IN ({_marks(states)}){condition}"  # noqa: S608
+        args: tuple[object, ...] = (*states, *owner)
         if provider is not None:
-            query, args = query + " AND provider = ?", (*states, provider)
+            query, args = query + " AND provider = ?", (*args, provider)
         return [job_from_row(r) for r in self._db.execute(query + " ORDER BY id", args)]
 
     def held_cheapest_first(self, provider: str) -> Iterator[Job]:
@@ -120,8 +124,9 @@ class Queries:
         so a caller that stops at the first job that cannot go reads one job, not every held one.
         """
         order = f"estimate{self._dialect.nulls_first}, id"
-        query = f"SELECT id FROM jobs WHERE provider = ? AND state = ? ORDER BY {order}"  # noqa: S608
-        for (job_id,) in self._db.execute(query, (provider, JobState.HELD)).fetchall():
+        condition, owner = mine(self._owner)
+        query = f"SELECT id FROM jobs WHERE provider = ? AND state = ?{condition} ORDER BY {order}"  # noqa: S608
+        for (job_id,) in self._db.execute(query, (provider, JobState.HELD, *owner)).fetchall():
             job = self.job(job_id)
             if job.state == JobState.HELD:
                 yield job
@@ -129,12 +134,13 @@ class Queries:
     def finishable_items(self) -> list[Item]:
         """Open items none of whose jobs is still open: only these may be finished (inputs moved, closed)."""
         open_items, open_jobs = tuple(OPEN_ITEM_STATES), OPEN_JOB_STATES
+        condition, owner = mine(self._owner, "id")
         query = (
-            f"SELECT * FROM items WHERE state IN ({_marks(open_items)}) AND NOT EXISTS"  # noqa: S608
+            f"SELECT * FROM items WHERE state IN ({_marks(open_items)}){condition} AND NOT EXISTS"  # noqa: S608
             f" (SELECT 1 FROM jobs WHERE jobs.item_id = items.id AND jobs.state IN ({_marks(open_jobs)}))"
             " ORDER BY id"
         )
-        return [item_from_row(r) for r in self._db.execute(query, (*open_items, *open_jobs))]
+        return [item_from_row(r) for r in self._db.execute(query, (*open_items, *owner, *open_jobs))]
 
     def failed_jobs_of_open_items(self) -> list[Job]:
         """Failed jobs whose item is still open: only these may still lack their error sidecar.
@@ -142,11 +148,12 @@ class Queries:
         A closed item had every sidecar written, so months of history are never read again here.
         """
         open_states = tuple(OPEN_ITEM_STATES)
+        condition, owner = mine(self._owner, "jobs.item_id")
         # CROSS JOIN keeps this order: the open items first (few), then their jobs; never every failed job.
         rows = self._db.execute(
             "SELECT jobs.* FROM items CROSS JOIN jobs ON jobs.item_id = items.id"  # noqa: S608
-            f" WHERE items.state IN ({_marks(open_states)}) AND jobs.state = ? ORDER BY jobs.id",
-            (*open_states, JobState.FAILED),
+            f" WHERE items.state IN ({_marks(open_states)}) AND jobs.state = ?{condition} ORDER BY jobs.id",
+            (*open_states, JobState.FAILED, *owner),
         )
         return [job_from_row(r) for r in rows]
 

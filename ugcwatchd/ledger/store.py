@@ -26,6 +26,7 @@ from .charges import Charges
 from .console import ConsoleQueries
 from .facts import Facts
 from .inputs import Inputs
+from .leases import Leases
 from .queries import Queries
 from .records import InputFile, Item, ItemSettings, Job, JobDetail, PlannedJob, new_token
 from .schema import FILE_NAME, ITEM_MOVES, JOB_MOVES
@@ -37,14 +38,17 @@ if TYPE_CHECKING:
 JOB_FIELDS = frozenset({"stage", "remote_id", "sent_at", "attempts", "detail", "token", "estimate"})
 
 
-class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
+class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries, Leases):
     """The ledger on one backend; every method commits before it returns.
 
     ``where``: the SQLite file's path, or a ``postgresql://`` URL.
     """
 
-    def __init__(self, where: Path | str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, where: Path | str, clock: Callable[[], float] = time.time, *, password: str | None = None
+    ) -> None:
         self._clock = clock
+        self._where, self._password = where, password  # the password goes to the driver, never into a URL
         self._pg: PgConnection | None = None
         self._path: Path | None = None
         self._db: Connection
@@ -52,16 +56,25 @@ class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
         if is_url(where):
             from .pg import PgConnection
 
-            self._pg = PgConnection(str(where))
+            self._pg = PgConnection(str(where), password=password)
             self._db, self._dialect = self._pg, POSTGRESQL
         else:
             self._path = Path(where)
             self._db, self._dialect = open_sqlite(self._path), SQLITE
 
     @classmethod
-    def open(cls, where: Path | str) -> Ledger:
+    def open(cls, where: Path | str, *, password: str | None = None) -> Ledger:
         """The ledger of a state folder (SQLite), or of the database a ``postgresql://`` URL names."""
-        return cls(where) if is_url(where) else cls(Path(where) / FILE_NAME)
+        return cls(where, password=password) if is_url(where) else cls(Path(where) / FILE_NAME)
+
+    @property
+    def where(self) -> Path | str:
+        """The SQLite file, or the PostgreSQL URL (it may hold a password: never show it)."""
+        return self._where
+
+    def reopen(self) -> Ledger:
+        """A second, independent handle on the same ledger (its own connections), for another thread."""
+        return Ledger(self._where, self._clock, password=self._password)
 
     @property
     def dialect(self) -> Dialect:
@@ -124,6 +137,7 @@ class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
         """Record an item with its inputs and jobs in one transaction."""
         now = self._clock()
         with self.transaction() as db:
+            self._claim_inputs(db, inputs, now)
             row = db.execute(
                 "INSERT INTO items (rule, provider, inbox, outbox, key, state, reason, settings, parts, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -136,12 +150,13 @@ class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
                     state,
                     reason,
                     settings.dumps() if settings else None,
-                    json.dumps(parts, sort_keys=True) if parts else None,
+                    json.dumps({to_db(k): to_db(v) for k, v in parts.items()}, sort_keys=True) if parts else None,
                     now,
                     now,
                 ),
             ).fetchone()
             item_id = int(row[0])
+            self._own(db, item_id)
             db.executemany(
                 "INSERT INTO inputs (item_id, role, path, name, sha256, bytes, mtime_ns, mime, seconds, inode)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -203,6 +218,7 @@ class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
             row = db.execute("SELECT state, item_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise StaleTransition(f"job {job_id} does not exist")
+            self._fence(db, row["item_id"])
             current = JobState(row["state"])
             expected = (expect,) if isinstance(expect, str) else tuple(expect or (current,))
             if current not in expected:
@@ -216,6 +232,8 @@ class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
             self._event(row["item_id"], job_id, f"job {current} -> {to}", logged or None)
             if to in TERMINAL_JOB_STATES:
                 self._charge(db, job_id, to)
+            if to != JobState.QUEUED:
+                self._release_reservation(db, job_id)
         return self.job(job_id)
 
     def annotate_job(self, job_id: int, detail: JobDetail) -> Job:
@@ -224,6 +242,7 @@ class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
             row = db.execute("SELECT item_id, detail FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise StaleTransition(f"job {job_id} does not exist")
+            self._fence(db, row["item_id"])
             text = detail.dumps()
             if text != row["detail"]:
                 db.execute("UPDATE jobs SET detail = ?, updated_at = ? WHERE id = ?", (text, self._clock(), job_id))
@@ -235,6 +254,7 @@ class Ledger(Queries, Inputs, Charges, Facts, Approvals, ConsoleQueries):
             row = db.execute("SELECT state FROM items WHERE id = ?", (item_id,)).fetchone()
             if row is None:
                 raise StaleTransition(f"item {item_id} does not exist")
+            self._fence(db, item_id)
             current = ItemState(row["state"])
             if to != current and to not in ITEM_MOVES[current]:
                 raise StaleTransition(f"item {item_id} cannot go from {current} to {to}")

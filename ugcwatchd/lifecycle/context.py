@@ -95,7 +95,16 @@ class Work:
         """What the account's last reading does not show yet, plus the submissions now passing checks."""
         since = ps.account_checked
         on_completion = ps.provider.bills_on_completion
-        return self.ledger.reserved(ps.name, since, on_completion=on_completion) + sum(ps.claims.values())
+        mine = self.ledger.reserved(ps.name, since, on_completion=on_completion) + sum(ps.claims.values())
+        return mine + self.ledger.reserved_elsewhere(ps.name)
+
+    def forget_reservation(self, job_id: int) -> None:
+        """A submission that ended before its intent: what it set aside is free again (a failure to say so
+        is harmless: the next lease renewal clears reservations of jobs no longer queued)."""
+        try:
+            self.ledger.unreserve(job_id)
+        except Exception:
+            log.debug("cannot clear the reservation of job %d now", job_id, exc_info=True)
 
     def estimate(self, ps: ProviderState, job: Job) -> int:
         return job.estimate if job.estimate is not None else ps.provider.estimate(self.spec(ps, job))

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..errors import ProviderError
+from ..errors import LeaseLost, ProviderError
 from ..ledger import Job, Ledger
 from ..providers.base import RemoteState
 from ..providers.transfer import check_unchanged
@@ -111,13 +111,17 @@ class Dispatch:
                 break
             if job.id in ps.submitting or not w.due(job):
                 continue
-            reason = self.hold_reason(ps, job, budgets)
+            # The check and the claim are one step: the next job's check already counts this one, and on a
+            # shared ledger so does every other daemon's (one writer at a time: checks never interleave).
+            with w.ledger.checking():
+                reason = self.hold_reason(ps, job, budgets)
+                if reason is None:
+                    ps.claims[job.id] = w.estimate(ps, job)
+                    w.ledger.reserve(job.id, ps.name, ps.claims[job.id])
             if reason is not None:
                 w.ledger.move_job(job.id, JobState.HELD, expect=JobState.QUEUED, detail=job.detail.but(held=reason))
                 log.info("%s: held %s: %s", ps.name, job.name, reason)
                 continue
-            # The check and the claim are one step: the next job's check already counts this one.
-            ps.claims[job.id] = w.estimate(ps, job)
             self._start(ps, job, self._submit(ps, job))
 
     def hold_reason(self, ps: ProviderState, job: Job, budgets: ClientBudgets | None = None) -> HoldReason | None:
@@ -131,7 +135,7 @@ class Dispatch:
     def _account_hold(self, ps: ProviderState, estimate: int, pending: int = 0) -> HoldReason | None:
         """What the whole account says of a job costing ``estimate``, beside ``pending`` already let go."""
         budget = ps.settings.daily_budget
-        claimed = sum(ps.claims.values()) + pending
+        claimed = sum(ps.claims.values()) + pending + self.work.ledger.reserved_elsewhere(ps.name)
         if budget is not None and self._spent_today(ps.name) + claimed + estimate > budget:
             return HoldReason.BUDGET
         overage = ps.settings.allows_overage
@@ -173,6 +177,9 @@ class Dispatch:
         async def run() -> None:
             try:
                 await work
+            except LeaseLost as lost:
+                # This daemon stalled past its lease and another took the item over: it is theirs now.
+                log.warning("%s: %s: left to the daemon that took it over (%s)", ps.name, job.name, lost)
             except Exception as exc:
                 # The stage's own handling let it through: one job's surprise never stops the others.
                 log.exception("%s: %s: unexpected error; it is tried again later", ps.name, job.name)
@@ -181,7 +188,8 @@ class Dispatch:
                     self.work.retry_later(self.work.ledger.job(job.id), disposition.after)
             finally:
                 ps.submitting.discard(job.id)
-                ps.claims.pop(job.id, None)
+                if ps.claims.pop(job.id, None) is not None:
+                    self.work.forget_reservation(job.id)
 
         task = asyncio.create_task(run(), name=f"{ps.name}:{job.name}")
         self._tasks.add(task)
@@ -206,6 +214,8 @@ class Dispatch:
                 if expect is not None:
                     await asyncio.to_thread(check_unchanged, path, expect)
             remote_id = await ps.provider.submit(spec, intents)
+        except LeaseLost:
+            raise
         except Exception as exc:
             self._settle_submit(ps, intents, exc)
             return

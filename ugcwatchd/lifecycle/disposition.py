@@ -22,6 +22,7 @@ from enum import StrEnum
 from ..errors import (
     AuthRejected,
     DownloadFailed,
+    LeaseLost,
     OddAnswer,
     OutOfCredits,
     ProviderError,
@@ -119,6 +120,8 @@ def _upload_again(exc: BaseException, attempts: int) -> Disposition:
 NEXT_TIME = Retry(0.0)  # nothing to record: the next tick or poll simply tries again
 
 TABLE: Mapping[type[BaseException], Mapping[Step | None, Rule]] = {
+    # Another daemon took the item over: nothing to record, it is no longer this daemon's to list.
+    LeaseLost: {ANY: NEXT_TIME},
     FileChanged: {ANY: Fail(ErrorCode.INPUT_CHANGED, retryable=True, stage=FailStage.UPLOAD)},
     AuthRejected: {ANY: Pause()},
     OutOfCredits: {

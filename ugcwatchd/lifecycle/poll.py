@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from ..errors import LeaseLost
 from ..ledger import Job
 from ..providers.base import RemoteState
 from ..states import RELEASABLE_HOLDS, ErrorCode, FailStage, JobState
@@ -54,7 +55,10 @@ class Poll:
         for job in jobs:
             state = states.get(job.remote_id or "")
             if state is not None:
-                self._observe(job, state)
+                try:
+                    self._observe(job, state)
+                except LeaseLost:
+                    continue  # taken over by another daemon meanwhile: its poll records this
 
     def _observe(self, job: Job, state: RemoteState) -> None:
         w = self.work

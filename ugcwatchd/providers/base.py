@@ -13,6 +13,7 @@ registry, and its ``providers.NAME`` settings block.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
 
     from ..rules import ProviderSettings
+    from .limits import RateWindows
 
 RemoteStateName = Literal["queued", "running", "completed", "failed", "missing"]
 
@@ -133,6 +135,16 @@ class SubmitHooks(Protocol):
         (FaceDub's charge and overage at creation): kept with the job before any later poll."""
 
 
+class Sharing(Protocol):
+    """One account used by several daemons (a shared ledger): its limits are counted for all of them."""
+
+    def windows(self, per_window: Mapping[str, int]) -> RateWindows:
+        """Rate windows counted for every daemon of the ledger."""
+
+    def mutex(self, purpose: str) -> AbstractAsyncContextManager[object]:
+        """A lock held by one daemon of the ledger at a time."""
+
+
 class Provider(Protocol):
     """What the daemon needs of a provider, and nothing more."""
 
@@ -174,6 +186,9 @@ class Provider(Protocol):
 
     async def remember(self, sent_at: list[float]) -> None:
         """Paid requests made before a restart (from the ledger), so rate windows start full enough."""
+
+    def share(self, sharing: Sharing) -> None:
+        """Several daemons use this account: count what it limits with ``sharing``, not in this process."""
 
     async def aclose(self) -> None: ...
 

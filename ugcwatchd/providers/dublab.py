@@ -22,6 +22,7 @@ from .base import (
     Reconciled,
     RemoteState,
     RemoteStateName,
+    Sharing,
     SubmitHooks,
     expectations,
 )
@@ -334,6 +335,9 @@ class DubLab:
 
     async def remember(self, sent_at: list[float]) -> None:
         """DubLab documents no rate limits: nothing to seed."""
+
+    def share(self, sharing: Sharing) -> None:
+        """DubLab documents no account-wide limits: its seconds are reserved in the ledger like credits."""
 
     async def aclose(self) -> None:
         await self.client.aclose()

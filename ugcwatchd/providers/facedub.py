@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import SecretStr
 
 from ..errors import NotFound, OddAnswer, RateLimited
 from ..rules import FaceDubProvider, ProviderSettings
@@ -22,64 +23,20 @@ from .base import (
     Reconciled,
     RemoteState,
     RemoteStateName,
+    Sharing,
     SubmitHooks,
     expectations,
 )
 from .client import ApiClient, backoff_wait
+from .facedub_answers import ApiKeyInfo, CreatedJob, Job, NewApiKey, Usage
 from .http import Listing, Unreadable, map_transport_errors, on_loopback
 from .limits import RateWindows
 from .transfer import DownloadLimits, FilePart, content_type_of, download, multipart
 
 PROVIDER = "facedub"
 DOCUMENTED_WINDOWS = {"POST /jobs": 10, "GET /jobs/*": 60, "other": 120}
-TERMINAL, RUNNING = frozenset({"completed", "failed"}), frozenset({"queued", "processing"})
+RUNNING = frozenset({"queued", "processing"})
 SLOT_WAIT = 30.0  # a 429 asking for longer gives the job back to wait in the queue; a shorter one is waited here
-
-
-class _Answer(BaseModel):  # strict: read as documented, never coerced ("10" is not 10, 1.5 not an int)
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
-
-
-class CreatedJob(_Answer):
-    job_id: str
-    status: str
-    credits_charged: int
-    is_overage: bool = False
-
-
-class Job(_Answer):
-    id: str
-    status: str
-    stage: str | None = None
-    output_url: str | None = None
-    created_at: int
-    error: str | None = None
-    duration_seconds: int  # required, as documented: reconciliation matches on it
-    credits_charged: int | None = None
-
-    @property
-    def active(self) -> bool:
-        """Queued or processing: holding one of the account's two job slots."""
-        return self.status not in TERMINAL
-
-
-class Usage(_Answer):
-    plan: str
-    credits_used: int
-    credits_limit: int
-    bonus_credits: int = 0
-    credits_remaining: int
-
-
-class ApiKeyInfo(_Answer):
-    id: str
-    name: str
-    prefix: str
-    created_at: int
-
-
-class NewApiKey(ApiKeyInfo):
-    key: SecretStr
 
 
 class FaceDubClient(ApiClient):
@@ -241,7 +198,8 @@ class FaceDub:
         self.reconcile_window = reconcile_window  # a large upload takes minutes; the job exists once it arrived
         self._active: set[str] = set()
         self._synced = False
-        self._submit_lock = asyncio.Lock()
+        self._submit_lock: AbstractAsyncContextManager[object] = asyncio.Lock()
+        self._shared = False  # other daemons submit to this account too
         self._listed: tuple[float, Listing[Job]] | None = None
 
     @classmethod
@@ -314,6 +272,8 @@ class FaceDub:
         photo, video = spec.inputs
         duration = int(spec.params["duration"])
         async with self._submit_lock:
+            if self._shared:  # another daemon may have taken a slot since this one last looked
+                self._synced, self._listed = False, None
             while True:
                 if not self._synced or len(self._active) >= self.max_concurrent_jobs:
                     await self._sync()
@@ -393,6 +353,12 @@ class FaceDub:
 
     async def remember(self, sent_at: list[float]) -> None:
         await self.client.windows.seed("POST /jobs", sent_at)
+
+    def share(self, sharing: Sharing) -> None:
+        """The windows counted for every daemon, and slots counted then taken by one daemon at a time."""
+        self.client.windows = sharing.windows(DOCUMENTED_WINDOWS)
+        self._submit_lock = sharing.mutex(f"{PROVIDER} submit")
+        self._shared = True
 
     async def aclose(self) -> None:
         await self.client.aclose()
