@@ -49,7 +49,10 @@ def status(ledger: Ledger) -> dict[str, Any]:
 
     running = [_job_row(i, j) for i, j in ledger.jobs_with_items(*RUNNING_JOB_STATES)]
     held = [_job_row(i, j) for i, j in ledger.jobs_with_items(*WAITING_JOB_STATES)]
-    return {
+    report: dict[str, Any] = {}
+    if ledger.shared:  # several hosts: who works this ledger now
+        report["daemons"] = [{"name": name, "lease_left": round(left, 1)} for name, left in ledger.daemons()]
+    return report | {
         "items": ledger.counts(),
         "jobs": ledger.job_counts(),
         "running": running,
@@ -63,6 +66,9 @@ def status(ledger: Ledger) -> dict[str, Any]:
 def print_status(report: dict[str, Any]) -> None:
     items = ", ".join(f"{n} {s}" for s, n in sorted(report["items"].items())) or "none"
     jobs = ", ".join(f"{n} {s}" for s, n in sorted(report["jobs"].items())) or "none"
+    if "daemons" in report:
+        daemons = report["daemons"]
+        print(f"daemons: {len(daemons)} sharing the ledger" + "".join(f"\n  {d['name']}" for d in daemons))
     print(f"items: {items}")
     print(f"jobs:  {jobs}")
     if waiting := report.get("awaiting_approval"):

@@ -247,3 +247,14 @@ def test_leases_sqlite_ledger_has_one_daemon_and_nothing_to_lease(tmp_path: Path
     assert ledger.renew().taken == ()
     assert [j.item_id for j in ledger.jobs_in(JobState.QUEUED)] == [item_id]
     ledger.close()
+
+
+def test_leases_status_names_the_daemons_sharing_the_ledger(ledgers: list[Ledger]) -> None:
+    from ugcwatchd.ops import status
+
+    a, b, operator = ledgers
+    a.join("host-a:1:s1:aa", 30)
+    b.join("host-b:2:s2:bb", 30)
+    b.release()  # stopped cleanly: no longer listed
+    assert [d["name"] for d in status(operator)["daemons"]] == ["host-a:1:s1:aa"]
+    assert 0 < status(operator)["daemons"][0]["lease_left"] <= 30
