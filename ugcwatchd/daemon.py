@@ -20,7 +20,7 @@ import sdnotify
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .console import Console
-from .errors import ConfigError, UgcwatchdError, map_os_errors
+from .errors import ConfigError, LedgerError, UgcwatchdError, map_os_errors
 from .hosts import Membership, SharedAccount
 from .inbox.ingest import Ingestion
 from .ledger_location import open_ledger
@@ -47,8 +47,27 @@ def _ascii(text: str) -> str:
     return line.encode("ascii", "replace").decode()[:200]
 
 
-def tracked(running: set[asyncio.Task[Any]], func: Callable[..., Any]) -> Callable[..., Any]:
-    """A scheduled step that shutdown can wait for (in ``running`` while it runs), instead of cancelling it."""
+class Outage:
+    """The ledger out of reach (a database restarting, a network cut): said once, not at every tick."""
+
+    def __init__(self) -> None:
+        self.said: str | None = None
+
+    def failed(self, exc: LedgerError) -> None:
+        if exc.message != self.said:
+            log.error("%s; %s", exc.message, exc.remedy or "work waits until it answers again")
+            self.said = exc.message
+
+    def ok(self) -> None:
+        """The ledger answered (the status report reads it every few seconds)."""
+        if self.said is not None:
+            log.info("the ledger answers again")
+            self.said = None
+
+
+def tracked(running: set[asyncio.Task[Any]], outage: Outage, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A scheduled step that shutdown can wait for (in ``running`` while it runs), instead of cancelling it;
+    a step that cannot reach the ledger does nothing this time (it acts only after a commit)."""
 
     async def step(*args: Any) -> None:
         task = asyncio.current_task()
@@ -58,6 +77,8 @@ def tracked(running: set[asyncio.Task[Any]], func: Callable[..., Any]) -> Callab
             result = func(*args)
             if asyncio.iscoroutine(result):
                 await result
+        except LedgerError as exc:
+            outage.failed(exc)
         finally:
             running.discard(task)
 
@@ -146,7 +167,8 @@ class Daemon:
         self.ingestion = self._ingestion(config)
         self.scheduler = AsyncIOScheduler()
         self._running: set[asyncio.Task[Any]] = set()
-        self._tracked = partial(tracked, self._running)
+        self._outage = Outage()
+        self._tracked = partial(tracked, self._running, self._outage)
         self._providers_changing = asyncio.Lock()  # a reload and a key re-check never rebuild at once
         self._refused = ""  # the reason of the last refused reload, until one succeeds
         # The web console reads the providers' live state through this same dict, and the current rules.
@@ -168,7 +190,7 @@ class Daemon:
         add(self._tracked(self.lifecycle.answer), "interval", seconds=1, id="approvals", **JOB_OPTIONS)
         for name in self.providers:
             self._schedule_poll(name)
-        add(self._report, "interval", seconds=5, id="status", **JOB_OPTIONS)
+        add(self._tracked(self._report), "interval", seconds=5, id="status", **JOB_OPTIONS)
         if self.membership is not None:
             add(self.membership.renew, "interval", seconds=self.membership.every, id="leases", **JOB_OPTIONS)
         add(self._tracked(self.refresh_languages), "interval", seconds=REFRESH_EVERY, id="languages", **JOB_OPTIONS)
@@ -189,6 +211,7 @@ class Daemon:
         # A refused reload stays in STATUS= until a reload succeeds: `systemctl status` must show it.
         refused = f"reload refused: {self._refused}; " if self._refused else ""
         self.notifier.send(f"STATUS={refused}{self.status()}")
+        self._outage.ok()
 
     async def reload(self) -> None:
         """SIGHUP: load the rules again and apply them, providers included; or refuse, keeping the old whole."""

@@ -44,6 +44,7 @@ class Membership:
         self.lease_ttl = lease_ttl
         self.every = max(1.0, lease_ttl / RENEWALS_PER_TTL)
         self._failing_since: float | None = None
+        self._said_late = False
 
     def join(self) -> None:
         self.ledger.join(self.owner, self.lease_ttl)
@@ -56,15 +57,20 @@ class Membership:
             await asyncio.to_thread(self.ledger.renew)
         except Exception as exc:
             now = time.monotonic()
+            first = self._failing_since is None
             if self._failing_since is None:
                 self._failing_since = now
             # Past the lease, the others may take this daemon's items over: its writes are refused then.
             late = now - self._failing_since + self.every > self.lease_ttl
-            (log.error if late else log.warning)("cannot renew the leases on the ledger: %s", exc)
+            if first:
+                log.warning("cannot renew the leases on the ledger: %s", exc)
+            elif late and not self._said_late:
+                self._said_late = True
+                log.error("leases not renewed for %.0f s: other daemons may take this one's work over", self.lease_ttl)
             return
         if self._failing_since is not None:
             log.info("leases renewed again")
-            self._failing_since = None
+            self._failing_since, self._said_late = None, False
 
     def leave(self) -> None:
         """At a clean stop: the other daemons may resume this one's open items at once."""

@@ -37,6 +37,7 @@ from .pg_schema import PG_SCHEMA, PG_SCHEMA_VERSION
 WRITE_LOCK = 0x7567_6377_0001  # pg_advisory_xact_lock key: one writer at a time, like BEGIN IMMEDIATE
 MIGRATE_LOCK = 0x7567_6377_0002  # two hosts migrating a new database at once: the second waits, then has nothing to do
 CONNECT_TIMEOUT = 10.0
+POOL_WAIT = 3.0
 
 _STRING = re.compile(r"('(?:[^']|'')*')")
 _HINT = re.compile(r"(?<=[\s(])\+(?=[A-Za-z_])")  # SQLite's "+column": use no index for this term
@@ -134,6 +135,9 @@ class PgConnection:
             url,
             min_size=1,
             max_size=4,
+            # A call waits this long for a connection, then fails: with the database away, the daemon's
+            # loop must not stand still for the pool's default 30 s on every call.
+            timeout=POOL_WAIT,
             kwargs={"autocommit": True, "row_factory": _rows, "connect_timeout": int(CONNECT_TIMEOUT), **secret},
             configure=_configure,
             open=False,
@@ -164,6 +168,10 @@ class PgConnection:
         return conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Result:
+        with unreachable():
+            return self._execute(sql, parameters)
+
+    def _execute(self, sql: str, parameters: Sequence[Any]) -> Result:
         try:
             conn = self._pinned()
             if conn is not None:
@@ -193,13 +201,28 @@ class PgConnection:
         if self._pinned() is not None:
             # Another connection would wait for this one's lock forever; SQLite refuses this too.
             raise LedgerError("cannot start a ledger transaction within a transaction")
-        with self._pool.connection() as conn, conn.transaction():
+        with unreachable(), self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             self._local.conn = conn
             try:
                 yield self
             finally:
                 self._local.conn = None
+
+
+@contextmanager
+def unreachable() -> Iterator[None]:
+    """The database gone (a restart, the network, a killed connection): one error of ours, no driver trace.
+
+    The pool replaces broken connections in the background; the next call tries again.
+    """
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LedgerError(
+            f"the PostgreSQL ledger cannot be reached: {first}", remedy="work waits until the database answers again"
+        ) from None
 
 
 class SessionLock:
@@ -212,9 +235,11 @@ class SessionLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if free (never waits): True when held now."""
-        conn = self._pg._pool.getconn()
+        with unreachable():
+            conn = self._pg._pool.getconn()
         try:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+            with unreachable():
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
         except BaseException:
             self._pg._pool.putconn(conn)
             raise

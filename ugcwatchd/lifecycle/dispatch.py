@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..errors import LeaseLost, ProviderError
+from ..errors import LeaseLost, LedgerError, ProviderError
 from ..ledger import Job, Ledger
 from ..providers.base import RemoteState
 from ..providers.transfer import check_unchanged
@@ -180,6 +180,9 @@ class Dispatch:
             except LeaseLost as lost:
                 # This daemon stalled past its lease and another took the item over: it is theirs now.
                 log.warning("%s: %s: left to the daemon that took it over (%s)", ps.name, job.name, lost)
+            except LedgerError as exc:
+                # Whatever was committed stands: an intent without its answer is reconciled once the ledger is back.
+                log.warning("%s: %s: stopped, the ledger cannot be reached (%s)", ps.name, job.name, exc)
             except Exception as exc:
                 # The stage's own handling let it through: one job's surprise never stops the others.
                 log.exception("%s: %s: unexpected error; it is tried again later", ps.name, job.name)
@@ -214,8 +217,8 @@ class Dispatch:
                 if expect is not None:
                     await asyncio.to_thread(check_unchanged, path, expect)
             remote_id = await ps.provider.submit(spec, intents)
-        except LeaseLost:
-            raise
+        except (LeaseLost, LedgerError):
+            raise  # nothing can be recorded about this attempt now: the caller says why
         except Exception as exc:
             self._settle_submit(ps, intents, exc)
             return
