@@ -27,7 +27,7 @@ from .ledger_location import open_ledger
 from .lifecycle import Lifecycle, ProviderState
 from .live_languages import REFRESH_EVERY, refresh
 from .metrics import Metrics
-from .owner import StateLock
+from .owner import Claimant, StateLock
 from .providers.registry import build_provider
 from .reload import ProviderChanges, current_keys, provider_changes
 from .rules import Config, load_rules
@@ -175,9 +175,11 @@ class Daemon:
         self.console = Console(self.ledger.reopen, lambda: self.providers, lambda: self.config, settings)
 
     def _ingestion(self, config: Config) -> Ingestion:
-        # Inbox claim files keep two daemons off one inbox; on a shared ledger the files are claimed
-        # as rows instead (each recorded by one daemon), so every daemon takes from every inbox.
-        claims = None if self.membership is not None else self.state_lock.claimant()
+        # Inbox claim files keep two ledgers off one inbox. The daemons of one shared ledger claim
+        # together (each file is then claimed as a row, by the one that records it); a daemon of
+        # another ledger still finds the claim and leaves the inbox alone.
+        shared = self.membership is not None
+        claims = Claimant.shared(self.ledger.ledger_id()) if shared else self.state_lock.claimant()
         return Ingestion(config, self.ledger, claims=claims)
 
     def status(self) -> str:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from types import TracebackType
 
+from .errors import LedgerError
 from .ledger import Ledger
 from .ledger.leases import NOW, new_owner
 from .ledger.pg import SessionLock
@@ -47,7 +48,18 @@ class Membership:
         self._said_late = False
 
     def join(self) -> None:
-        self.ledger.join(self.owner, self.lease_ttl)
+        """Join the ledger, waiting out (up to twice the lease) a daemon that stalled holding its write lock:
+        the server ends such a session within seconds."""
+        deadline = time.monotonic() + 2 * self.lease_ttl
+        while True:
+            try:
+                self.ledger.join(self.owner, self.lease_ttl)
+                break
+            except LedgerError as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("cannot join the ledger yet (%s); trying again", exc)
+                time.sleep(1.0)
         others = [name for name, _ in self.ledger.daemons() if name != self.owner]
         log.info("sharing the ledger as %s with %d other daemon(s)%s", self.owner, len(others), _listed(others))
 

@@ -66,15 +66,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+SHARED_HOST = "shared-ledger"  # the claimant of the daemons that share one PostgreSQL ledger
+
+
 @dataclass(frozen=True)
 class Claimant:
-    """Who claims: a daemon is its host, its pid and its state folder's id."""
+    """Who claims: a daemon is its host, its pid and its state folder's id; the daemons of one shared
+    ledger claim together, as one claimant named after the ledger (:meth:`shared`)."""
 
     host: str
     pid: int
     state_id: str
 
+    @classmethod
+    def shared(cls, ledger_id: str) -> Claimant:
+        """Every daemon of this ledger: each keeps the claim fresh, none pauses for another."""
+        return cls(SHARED_HOST, 0, f"ledger {ledger_id}")
+
     def __str__(self) -> str:
+        if self.host == SHARED_HOST:
+            return f"the daemons sharing {self.state_id}"
         return f"{self.host}:{self.pid} (state {self.state_id})"
 
 
@@ -350,8 +361,8 @@ class InboxClaim:
             log.warning("inbox %s: its claim could not be released (a refresh is stuck)", self.folder)
             return
         try:
-            if self._written_at is None:
-                return
+            if self._written_at is None or self.me.host == SHARED_HOST:
+                return  # a shared claim stays for the daemons still running; alone, it goes stale in a minute
             found = self._read()
             if found is not None and found.holder == self.me:
                 self.path.unlink(missing_ok=True)

@@ -349,3 +349,22 @@ def test_plan_never_writes_or_needs_a_claim(tmp_path: Path, inbox: Path, media: 
     assert any("clip.de <- clip.mp4" in line for line in lines), lines
     assert (inbox / CLAIM_NAME).read_bytes() == before
     assert sorted(p.name for p in inbox.iterdir()) == [CLAIM_NAME, "clip.mp4"]
+
+
+def test_shared_ledger_claim_is_held_by_all_its_daemons_and_keeps_other_ledgers_out(inbox: Path) -> None:
+    clocks = Clocks()
+    shared = Claimant.shared("0123abcd0123abcd")
+    first = InboxClaim(inbox, shared, wall=clocks.wall, clock=clocks.mono)
+    second = InboxClaim(inbox, shared, wall=clocks.wall, clock=clocks.mono)  # another host, same ledger
+    first.refresh()
+    second.refresh()
+    clocks.advance(1.0)
+    assert first.check() is None and second.check() is None
+    assert first.held and second.held  # neither pauses for the other
+    lone = Host(inbox, "nas-c", 303, clocks)  # a daemon with a ledger of its own
+    assert (
+        lone.look()
+        == f"inbox {inbox} is claimed by the daemons sharing ledger 0123abcd0123abcd since 2027-01-15T08:00:00Z"
+    )
+    second.release()  # one of them stops: the claim stays for the other
+    assert claim_file(inbox) is not None and first.held

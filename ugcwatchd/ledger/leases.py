@@ -240,6 +240,13 @@ class Leases:
         ).fetchone()
         return int(row[0]) if row is not None else 0
 
+    def ledger_id(self) -> str:
+        """This shared ledger's random identity (made with its schema); "" on SQLite."""
+        if not self.shared:
+            return ""
+        row = self._db.execute("SELECT id FROM ledger_info").fetchone()
+        return str(row[0]) if row is not None else ""
+
     def daemons(self) -> list[tuple[str, float]]:
         """The daemons sharing this ledger now, with the seconds their lease has left."""
         if not self.shared:

@@ -118,8 +118,17 @@ def _local_zone() -> str | None:
     return target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else None
 
 
+# A daemon frozen (SIGSTOP, a hung share) inside a transaction holds the write lock: the server ends its
+# session after this, so the other daemons go on (its commit then fails, which loses nothing). A call
+# waiting for a lock gives up after LOCK_WAIT, so no daemon's loop stands still behind another's.
+IDLE_IN_TRANSACTION = "10s"
+LOCK_WAIT = "5s"
+
+
 def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_loader("numeric", _Number)
+    conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (IDLE_IN_TRANSACTION,))
+    conn.execute("SELECT set_config('lock_timeout', %s, false)", (LOCK_WAIT,))
     zone = _local_zone()
     if zone:
         conn.execute("SELECT set_config('TimeZone', %s, false)", (zone,))

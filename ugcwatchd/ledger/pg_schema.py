@@ -133,6 +133,9 @@ PG_SCHEMA: Sequence[str] = (
     );
     -- the account's requests per endpoint class, in the database's clock: one window for every daemon
     CREATE TABLE rate_hits (provider TEXT NOT NULL, endpoint TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+    -- this ledger's identity: the daemons sharing it claim inboxes together, under this name
+    CREATE TABLE ledger_info (id TEXT NOT NULL);
+    INSERT INTO ledger_info VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 16));
     CREATE INDEX rate_hits_window ON rate_hits(provider, endpoint, at);
     CREATE TABLE facts (
         provider TEXT NOT NULL,

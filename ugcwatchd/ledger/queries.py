@@ -175,26 +175,31 @@ class Queries:
     def reserved(self, provider: str, since: float, *, on_completion: bool) -> int:
         """Estimates of jobs that may cost money the account did not yet show when read at ``since``.
 
-        Billed at creation: every intent whose outcome is unknown, and everything sent since the read.
+        Billed at creation: every intent whose outcome is unknown, everything sent since the read, and
+        what was sent before it but answered after it (a long upload: created after the read too).
         Billed on completion: everything started and not yet finished, and what finished since the read.
         """
-        # Two disjoint sums, each one index range: an OR across them would read every job of the provider.
-        open_part: tuple[JobState, ...]
+        # Disjoint sums, each one index range or a few: an OR across them would read every job of the provider.
+        parts: list[tuple[str, tuple[object, ...]]]
         if on_completion:
-            open_part = RUNNING_JOB_STATES
-            recent = "state = ? AND updated_at >= ?"  # jobs_provider_state: (provider, state, updated_at)
-            recent_args: tuple[object, ...] = (JobState.DELIVERED, since)
+            parts = [
+                (f"state IN ({_marks(RUNNING_JOB_STATES)})", RUNNING_JOB_STATES),
+                ("state = ? AND updated_at >= ?", (JobState.DELIVERED, since)),  # jobs_provider_state
+            ]
         else:
-            open_part = (JobState.SUBMITTING,)
             sent = tuple(s for s in SPENDING_JOB_STATES if s != JobState.SUBMITTING)
-            recent = f"sent_at >= ? AND +state IN ({_marks(sent)})"  # jobs_provider_sent, as estimated_since
-            recent_args = (since, *sent)
-        query = (
-            "SELECT (SELECT COALESCE(SUM(estimate), 0) FROM jobs"  # noqa: S608
-            f" WHERE provider = ? AND state IN ({_marks(open_part)}))"
-            f" + (SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND {recent})"
+            parts = [
+                ("state = ?", (JobState.SUBMITTING,)),
+                (f"sent_at >= ? AND +state IN ({_marks(sent)})", (since, *sent)),  # jobs_provider_sent
+                # A job's last change is no earlier than its answer (jobs_provider_state, a range per state).
+                (f"state IN ({_marks(sent)}) AND updated_at >= ? AND sent_at < ?", (*sent, since, since)),
+            ]
+        sums = " + ".join(
+            f"(SELECT COALESCE(SUM(estimate), 0) FROM jobs WHERE provider = ? AND {where})"  # noqa: S608
+            for where, _ in parts
         )
-        return int(self._db.execute(query, (provider, *open_part, provider, *recent_args)).fetchone()[0])
+        args = tuple(a for _, values in parts for a in (provider, *values))
+        return int(self._db.execute(f"SELECT {sums}", args).fetchone()[0])
 
     def sent_since(self, provider: str, since: float) -> list[Job]:
         """The jobs of ``provider`` whose last paid request went out at or after ``since`` (an index range)."""

@@ -19,6 +19,7 @@ from .disposition import AUTH_RECHECK, Disposition, Hold, Pause, Retry, Step, de
 
 log = logging.getLogger("ugcwatchd.lifecycle")
 ACCOUNT_EVERY = 30.0  # credits are read this often, and on every poll while work waits for them
+CLOCK_MARGIN = 60.0  # seconds the clocks of hosts sharing a ledger may disagree by, for reservations
 
 
 @dataclass
@@ -93,7 +94,8 @@ class Work:
 
     def reserved(self, ps: ProviderState) -> int:
         """What the account's last reading does not show yet, plus the submissions now passing checks."""
-        since = ps.account_checked
+        # Other hosts stamp their jobs by their own clocks: a minute's disagreement errs on the safe side.
+        since = ps.account_checked - (CLOCK_MARGIN if self.ledger.shared else 0.0)
         on_completion = ps.provider.bills_on_completion
         mine = self.ledger.reserved(ps.name, since, on_completion=on_completion) + sum(ps.claims.values())
         return mine + self.ledger.reserved_elsewhere(ps.name)
@@ -174,6 +176,8 @@ class Work:
 
     async def refresh_account(self, ps: ProviderState) -> None:
         """Credits left; a refused key pauses the provider, a good one resumes it."""
+        # The reading shows what was created before it was asked for, not before its answer arrived.
+        asked = self.clock()
         try:
             account = await ps.provider.account()
         except Exception as exc:
@@ -184,7 +188,7 @@ class Work:
         if ps.paused:
             log.info("%s: the key is accepted again; resuming", ps.name)
         ps.paused = None
-        ps.remaining, ps.account_checked = account.remaining, self.clock()
+        ps.remaining, ps.account_checked = account.remaining, asked
 
     def settle_provider(self, ps: ProviderState, exc: BaseException, step: Step) -> Disposition:
         """An error that concerns no single job: pause the provider, or wait for the next time."""

@@ -66,7 +66,12 @@ class _Intents:
         self.job = self.ledger.annotate_job(self.job.id, self.job.detail.but(body_sent_at=self.clock()))
 
     async def created(self, state: RemoteState) -> None:
-        self.remote = state  # recorded with the move to submitted, right after the answer
+        self.remote = state  # its charge and overage are recorded with the move to submitted
+        # The remote id at once, before the provider's submission lock is let go: a reconciliation (of
+        # this daemon or another) must find the new job owned, never take it for an interrupted one's.
+        self.job = self.ledger.move_job(
+            self.job.id, JobState.SUBMITTING, expect=JobState.SUBMITTING, remote_id=state.remote_id
+        )
 
     @property
     def fail_stage(self) -> FailStage:

@@ -331,7 +331,15 @@ class FaceDub:
         return await self.client.download(state.output_url, target)
 
     async def reconcile(self, intent: Intent, owned: Collection[str]) -> Reconciled:
-        """FaceDub takes no client reference: match by creation time and duration."""
+        """FaceDub takes no client reference: match by creation time and duration.
+
+        Under the submission lock: no submission (of this daemon, or of another sharing the account) is
+        between its intent and its recorded remote id, so an unowned job in the list is not someone's
+        answer still on its way."""
+        async with self._submit_lock:
+            return await self._reconcile(intent, owned)
+
+    async def _reconcile(self, intent: Intent, owned: Collection[str]) -> Reconciled:
         jobs = await self._sync(fresh=True)  # never a list that may predate the submission in question
         duration = int(intent.spec.params["duration"])
         until = intent.until if intent.until is not None else intent.sent_at + self.reconcile_window
