@@ -175,11 +175,9 @@ class Daemon:
         self.console = Console(self.ledger.reopen, lambda: self.providers, lambda: self.config, settings)
 
     def _ingestion(self, config: Config) -> Ingestion:
-        # Inbox claim files keep two ledgers off one inbox. The daemons of one shared ledger claim
-        # together (each file is then claimed as a row, by the one that records it); a daemon of
-        # another ledger still finds the claim and leaves the inbox alone.
-        shared = self.membership is not None
-        claims = Claimant.shared(self.ledger.ledger_id()) if shared else self.state_lock.claimant()
+        # Claim files keep two ledgers off one inbox; the daemons of one shared ledger claim it together
+        # (each file is then claimed as a row, by the one that records it).
+        claims = Claimant.shared(self.ledger.ledger_id()) if self.membership else self.state_lock.claimant()
         return Ingestion(config, self.ledger, claims=claims)
 
     def status(self) -> str:

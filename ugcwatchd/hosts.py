@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 from .errors import LedgerError
 from .ledger import Ledger
@@ -179,3 +181,17 @@ class SharedAccount:
 
     def mutex(self, purpose: str) -> SharedMutex:
         return SharedMutex(self.ledger.session_lock(lock_key(f"{self.provider}:{purpose}")))
+
+    def recent(self, name: str, max_age: float) -> Any:
+        row = self.ledger._db.execute(
+            f"SELECT value FROM shared_answers WHERE provider = ? AND name = ? AND at >= {NOW} - ?",  # noqa: S608
+            (self.provider, name, max_age),
+        ).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
+    def keep(self, name: str, value: Any) -> None:
+        self.ledger._db.execute(
+            f"INSERT INTO shared_answers (provider, name, value, at) VALUES (?, ?, ?, {NOW})"  # noqa: S608
+            " ON CONFLICT (provider, name) DO UPDATE SET value = excluded.value, at = excluded.at",
+            (self.provider, name, json.dumps(value)),
+        )

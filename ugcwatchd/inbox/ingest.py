@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import InputTaken
+from ..errors import InputTaken, LedgerError
 from ..ledger import Ledger
 from ..owner import InboxClaim
 from ..rules import DubLabAction, FaceDubAction, Inbox
@@ -298,6 +298,8 @@ class InboxIngest:
                 for rel in plan.consumed:
                     self.candidates.pop(rel, None)
                 continue
+            except LedgerError:
+                raise  # nothing can be recorded now: the daemon says so once
             except Exception as exc:
                 # One plan's trouble (an outbox path the filesystem refuses) never stops the others.
                 if plan.key not in self._troubled:

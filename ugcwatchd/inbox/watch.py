@@ -22,6 +22,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from ..errors import LedgerError
 from ..ledger import Ledger
 from ..owner import CHECK_EVERY, Claimant, InboxClaim
 from ..rules import Config, Inbox
@@ -167,6 +168,8 @@ class Ingestion:
             try:
                 recorded += await ingest.tick()
                 self._said.pop(ingest.inbox.path, None)
+            except LedgerError:
+                raise  # the ledger out of reach: the daemon says so once, for every step
             except Exception as exc:
                 # One inbox's trouble must never stop the others, nor the daemon; said once (with its
                 # trace) until it changes, not on every tick (a full disk would flood the journal).

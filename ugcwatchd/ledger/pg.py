@@ -199,8 +199,12 @@ class PgConnection:
                 self.executemany(sql, parameters)
             return
         try:
+            # One statement at a time, not psycopg's pipelined executemany: between pipelined statements
+            # the server does not count the session idle, so a daemon frozen in the middle would hold
+            # the write lock past idle_in_transaction_session_timeout. These are a few rows each.
             with conn.cursor() as cur:
-                cur.executemany(translate(sql), list(parameters))
+                for row in parameters:
+                    cur.execute(translate(sql), row)
         except psycopg.IntegrityError as exc:
             raise PgIntegrityError(str(exc)) from exc
 

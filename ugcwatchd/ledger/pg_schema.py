@@ -133,6 +133,14 @@ PG_SCHEMA: Sequence[str] = (
     );
     -- the account's requests per endpoint class, in the database's clock: one window for every daemon
     CREATE TABLE rate_hits (provider TEXT NOT NULL, endpoint TEXT NOT NULL, at DOUBLE PRECISION NOT NULL);
+    -- a provider's answer one daemon read, for the others for a moment (FaceDub's job list)
+    CREATE TABLE shared_answers (
+        provider TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (provider, name)
+    );
     -- this ledger's identity: the daemons sharing it claim inboxes together, under this name
     CREATE TABLE ledger_info (id TEXT NOT NULL);
     INSERT INTO ledger_info VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 16));

@@ -144,6 +144,12 @@ class Sharing(Protocol):
     def mutex(self, purpose: str) -> AbstractAsyncContextManager[object]:
         """A lock held by one daemon of the ledger at a time."""
 
+    def recent(self, name: str, max_age: float) -> Any:
+        """An answer another daemon (or this one) kept under ``name`` at most ``max_age`` seconds ago, or None."""
+
+    def keep(self, name: str, value: Any) -> None:
+        """Keep an answer (JSON) under ``name`` for the other daemons."""
+
 
 class Provider(Protocol):
     """What the daemon needs of a provider, and nothing more."""

@@ -29,13 +29,14 @@ from .base import (
 )
 from .client import ApiClient, backoff_wait
 from .facedub_answers import ApiKeyInfo, CreatedJob, Job, NewApiKey, Usage
-from .http import Listing, Unreadable, map_transport_errors, on_loopback
+from .http import Listing, Unreadable, map_transport_errors, on_loopback, parse_records
 from .limits import RateWindows
 from .transfer import DownloadLimits, FilePart, content_type_of, download, multipart
 
 PROVIDER = "facedub"
 DOCUMENTED_WINDOWS = {"POST /jobs": 10, "GET /jobs/*": 60, "other": 120}
 RUNNING = frozenset({"queued", "processing"})
+SHARED_SLOT_POLL = 1.25  # seconds between two slot counts while waiting, with several daemons
 SLOT_WAIT = 30.0  # a 429 asking for longer gives the job back to wait in the queue; a shorter one is waited here
 
 
@@ -103,6 +104,17 @@ class FaceDubClient(ApiClient):
     async def list_jobs(self) -> Listing[Job]:
         """``GET /jobs``: the 50 most recent jobs, in one call; unreadable ones in ``.unreadable``."""
         return await self._get_list("/jobs", Job, window="GET /jobs/*")
+
+    async def list_jobs_data(self) -> Any:
+        """``GET /jobs`` as decoded JSON, for a list shared with other daemons (:meth:`jobs_of` reads it)."""
+        return await self._get("/jobs", lambda data: data, window="GET /jobs/*", what="GET /jobs")
+
+    def jobs_of(self, data: Any) -> Listing[Job]:
+        """A ``GET /jobs`` answer's records, read as :meth:`list_jobs` reads them."""
+        listing = parse_records(PROVIDER, Job, data, "GET /jobs")
+        for odd in listing.unreadable:
+            self.once(f"GET /jobs: {odd.id or odd.problem}", odd.problem)
+        return listing
 
     async def get_job(self, job_id: str) -> Job:
         return await self._get_one(f"/jobs/{job_id}", Job, window="GET /jobs/*", what="GET /jobs/{job_id}")
@@ -200,6 +212,7 @@ class FaceDub:
         self._synced = False
         self._submit_lock: AbstractAsyncContextManager[object] = asyncio.Lock()
         self._shared = False  # other daemons submit to this account too
+        self._sharing: Sharing | None = None
         self._listed: tuple[float, Listing[Job]] | None = None
 
     @classmethod
@@ -261,12 +274,23 @@ class FaceDub:
         now = asyncio.get_running_loop().time()
         if not fresh and self._listed is not None and now - self._listed[0] < self.slot_poll * 0.9:
             return self._listed[1]
-        jobs = await self.client.list_jobs()
+        jobs = await self._list(fresh)
         self._listed = (asyncio.get_running_loop().time(), jobs)
         running = [odd.id or f"#{n}" for n, odd in enumerate(jobs.unreadable) if odd.field("status") in RUNNING]
         self._active = {j.id for j in jobs if j.active} | set(running)
         self._synced = True
         return jobs
+
+    async def _list(self, fresh: bool) -> Listing[Job]:
+        """``GET /jobs``; shared by the daemons of one ledger, a list another took within a second serves a
+        poll (the window of 60 a minute is the account's), never a count of slots or a reconciliation."""
+        if self._sharing is None:
+            return await self.client.list_jobs()
+        if not fresh and (data := await asyncio.to_thread(self._sharing.recent, "GET /jobs", self.slot_poll)):
+            return self.client.jobs_of(data)
+        data = await self.client.list_jobs_data()
+        await asyncio.to_thread(self._sharing.keep, "GET /jobs", data)
+        return self.client.jobs_of(data)
 
     async def submit(self, spec: JobSpec, hooks: SubmitHooks) -> str:
         photo, video = spec.inputs
@@ -276,10 +300,10 @@ class FaceDub:
                 self._synced, self._listed = False, None
             while True:
                 if not self._synced or len(self._active) >= self.max_concurrent_jobs:
-                    await self._sync()
+                    await self._sync(fresh=self._shared)
                     while len(self._active) >= self.max_concurrent_jobs:
                         await asyncio.sleep(self.slot_poll)
-                        await self._sync()
+                        await self._sync(fresh=self._shared)
                 # The window first, then the intent: the intent is committed right before the request.
                 await self.client.windows.acquire("POST /jobs")
                 await hooks.submitting("create", None)
@@ -366,7 +390,10 @@ class FaceDub:
         """The windows counted for every daemon, and slots counted then taken by one daemon at a time."""
         self.client.windows = sharing.windows(DOCUMENTED_WINDOWS)
         self._submit_lock = sharing.mutex(f"{PROVIDER} submit")
-        self._shared = True
+        self._shared, self._sharing = True, sharing
+        # Counting slots reads the list itself, each time: look a little less often than one daemon
+        # would, so the polls of every daemon still find room in the account's window of 60 a minute.
+        self.slot_poll = max(self.slot_poll, SHARED_SLOT_POLL)
 
     async def aclose(self) -> None:
         await self.client.aclose()
