@@ -81,3 +81,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def _utf8(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The minute-long runs first: started last, one of them would keep a worker busy after the rest ended.
+
+    Every worker collects the same order (xdist requires it), so this is a stable sort on the marker only.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

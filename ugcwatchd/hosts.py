@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+from limits import RateLimitItemPerSecond
+
 from .errors import LedgerError
 from .ledger import Ledger
 from .ledger.leases import NOW, new_owner
@@ -107,18 +109,10 @@ class SharedWindows(RateWindows):
         self.provider = provider
         self._hits = 0
 
-    async def acquire(self, endpoint_class: str) -> None:
-        item = self._items.get(endpoint_class)
-        if item is None:
-            return
-        async with self._locks[endpoint_class]:
-            while (blocked := self._blocked_until.get(endpoint_class, 0.0) - time.monotonic()) > 0:
-                self.waited += blocked
-                await asyncio.sleep(blocked)
-            self._blocked_until.pop(endpoint_class, None)
-            while (wait := await asyncio.to_thread(self._hit, endpoint_class, item.amount, item.get_expiry())) > 0:
-                self.waited += wait
-                await asyncio.sleep(wait)
+    async def _count(self, item: RateLimitItemPerSecond, endpoint_class: str) -> None:
+        while (wait := await asyncio.to_thread(self._hit, endpoint_class, item.amount, item.get_expiry())) > 0:
+            self.waited += wait
+            await asyncio.sleep(wait)
 
     def _hit(self, endpoint_class: str, amount: int, window: float) -> float:
         """Count one request if the window has room (0.0), else the seconds until it has."""

@@ -308,6 +308,7 @@ def test_several_hosts_kill_9_at_random_pays_once_and_finishes_everything(
     assert not any("Traceback" in host.log() for host in hosts)
 
 
+@pytest.mark.slow
 def test_several_hosts_survivor_finishes_a_dead_daemons_items_within_the_lease(
     tmp_path: Path, sandbox_process: type[SandboxProcess], media: dict[str, Path], pg_url: str
 ) -> None:

@@ -214,6 +214,7 @@ def facedub_jobs(sb: SandboxProcess) -> list[dict[str, Any]]:
 # -- 1. a daemon that stalls with its FaceDub POST on the way ------------------------------------------
 
 
+@pytest.mark.slow
 def test_facedub_submission_stalled_past_its_lease_is_paid_once(
     tmp_path: Path,
     sandbox_process: type[SandboxProcess],
@@ -265,6 +266,7 @@ def test_facedub_submission_stalled_past_its_lease_is_paid_once(
     assert ledger[0][2] == created[0]["id"]  # B adopted the job A's request made
 
 
+@pytest.mark.slow
 def test_facedub_submit_lock_of_a_stalled_daemon_is_freed_when_the_watchdog_kills_it(
     tmp_path: Path,
     sandbox_process: type[SandboxProcess],
@@ -332,6 +334,7 @@ def cut_off(url: str, dbname: str, refuse: bool) -> None:
             )
 
 
+@pytest.mark.slow
 def test_several_hosts_database_gone_past_the_lease_resume_and_pay_once(
     tmp_path: Path,
     sandbox_process: type[SandboxProcess],
@@ -471,6 +474,7 @@ def stop_inside_a_transaction(url: str, host: Host, within: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_several_hosts_daemon_stalled_inside_a_transaction_leaves_the_others_working(
     tmp_path: Path,
     sandbox_process: type[SandboxProcess],

@@ -47,11 +47,15 @@ class RateWindows:
                 self.waited += blocked
                 await asyncio.sleep(blocked)
             self._blocked_until.pop(endpoint_class, None)
-            while not await self._limiter.hit(item, endpoint_class):
-                stats = await self._limiter.get_window_stats(item, endpoint_class)
-                pause = max(0.01, stats.reset_time - time.time()) + SAFETY_MARGIN
-                self.waited += pause
-                await asyncio.sleep(pause)
+            await self._count(item, endpoint_class)
+
+    async def _count(self, item: RateLimitItemPerSecond, endpoint_class: str) -> None:
+        """Wait for room in the window, and count the request in it."""
+        while not await self._limiter.hit(item, endpoint_class):
+            stats = await self._limiter.get_window_stats(item, endpoint_class)
+            pause = max(0.01, stats.reset_time - time.time()) + SAFETY_MARGIN
+            self.waited += pause
+            await asyncio.sleep(pause)
 
     async def seed(self, endpoint_class: str, sent: list[float], now: float | None = None) -> None:
         """Count requests made before a restart (wall-clock times), so the window does not start empty.
