@@ -126,6 +126,8 @@ def test_leases_restart_of_the_same_state_folder_resumes_its_items_at_once(ledge
     again.join(new_owner("5eed5eed5eed5eed"), 600)  # the next run of the first (its state folder's lock held)
     assert [j.item_id for j in again.jobs_in(JobState.QUEUED)] == [item_id]
     assert owner_of(again, mine) == other.owner
+    # The earlier run is no longer counted among the daemons sharing the ledger.
+    assert sorted(name for name, _ in again.daemons()) == sorted([again.owner or "", other.owner or ""])
 
 
 def test_leases_the_same_file_is_recorded_by_one_daemon_only(ledgers: list[Ledger]) -> None:

@@ -111,6 +111,8 @@ class Leases:
                 f"DELETE FROM reservations WHERE owner NOT IN (SELECT owner FROM daemons WHERE lease_until >= {NOW})"  # noqa: S608
             )
             # This state folder's earlier runs on this host are dead (its lock is ours): resume their items now.
+            earlier_run = "owner <> ? AND split_part(owner, ':', 1) = ? AND split_part(owner, ':', 3) = ?"
+            db.execute(f"DELETE FROM daemons WHERE {earlier_run}", (owner, host, owner.split(":")[2]))  # noqa: S608
             earlier = db.execute(
                 f"UPDATE items SET owner = ?, lease_until = {NOW} + ? WHERE state IN ({_OPEN_MARKS})"  # noqa: S608
                 " AND owner <> ? AND split_part(owner, ':', 1) = ? AND split_part(owner, ':', 3) = ? RETURNING id",
