@@ -312,12 +312,14 @@ def test_several_hosts_kill_9_at_random_pays_once_and_finishes_everything(
 def test_several_hosts_survivor_finishes_a_dead_daemons_items_within_the_lease(
     tmp_path: Path, sandbox_process: type[SandboxProcess], media: dict[str, Path], pg_url: str
 ) -> None:
-    sb = sandbox_process("--port", "0", "--job-seconds", "3")
+    # A light batch: what is measured is how soon the work is taken over and resumed, not FaceDub's
+    # two slots working through a queue the dead daemon never started.
+    sb = sandbox_process("--port", "0", "--job-seconds", "2")
     share = Share(tmp_path / "share", media)
     hosts = start_hosts(tmp_path, share.rules(sb, pg_url), 2)
     try:
-        share.pairs(4)
-        share.clips(6)
+        share.pairs(2)
+        share.clips(4)
         sent_by = (
             "SELECT DISTINCT items.owner FROM items JOIN jobs ON jobs.item_id = items.id"
             " WHERE items.state IN (%s, %s) AND jobs.state IN ('submitted', 'remote_done')"
